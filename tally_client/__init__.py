@@ -1,0 +1,174 @@
+"""tally_client: route each LLM call to a model and a delivery mode, then supervise it.
+
+    from tally_client import Client
+
+    client = Client()
+    with client.stream("Explain entropy in three sentences.") as stream:
+        for text in stream.text():
+            print(text, end="", flush=True)
+    print(stream.final().metrics.ttft)
+
+Importing this package loads no provider SDK and no provider module; they load on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+from collections.abc import Sequence
+from typing import IO, Any, Unpack
+
+from ._client import AsyncClient, CallOptions, Client
+from ._envelope import Envelope, build_envelope
+from ._errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConnectError,
+    ConnectTimeout,
+    FirstTokenTimeout,
+    IdleTimeout,
+    MissingAPIKeyError,
+    MissingDependencyError,
+    OverloadedError,
+    ProtocolError,
+    ProviderError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+    StreamInterrupted,
+    StructuredOutputError,
+    TallyError,
+    TimeoutError_,
+    TotalTimeout,
+    TransportError,
+)
+from ._events import (
+    Finished,
+    Reset,
+    StreamEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    UsageReported,
+)
+from ._request import Message, Tool
+from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
+from ._retry import RetryPolicy, Timeouts
+from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, PhasePlan, Router
+from ._stream import AsyncStream, Stream, parse_partial_json
+from ._supervisor import ProxyBufferingWarning
+
+__all__ = [
+    "APIStatusError",
+    "AsyncClient",
+    "AsyncStream",
+    "Attempt",
+    "AuthenticationError",
+    "BadRequestError",
+    "CallOptions",
+    "Client",
+    "Confidence",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectTimeout",
+    "Decision",
+    "EmbeddedRouter",
+    "Envelope",
+    "FinishReason",
+    "Finished",
+    "FirstTokenTimeout",
+    "IdleTimeout",
+    "Message",
+    "Metrics",
+    "MissingAPIKeyError",
+    "MissingDependencyError",
+    "ModelSpec",
+    "OverloadedError",
+    "PhasePlan",
+    "ProtocolError",
+    "ProviderError",
+    "ProxyBufferingWarning",
+    "RateLimitError",
+    "Reset",
+    "Response",
+    "ResponseState",
+    "RetryPolicy",
+    "Router",
+    "ServerError",
+    "Stream",
+    "StreamError",
+    "StreamEvent",
+    "StreamInterrupted",
+    "StructuredOutputError",
+    "TallyError",
+    "TextDelta",
+    "ThinkingDelta",
+    "TimeoutError_",
+    "Timeouts",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "TotalTimeout",
+    "TransportError",
+    "Usage",
+    "UsageReported",
+    "ask",
+    "ask_stream",
+    "build_envelope",
+    "parse_partial_json",
+]
+
+_default_client: Client | None = None
+
+
+def _client() -> Client:
+    global _default_client
+    if _default_client is None:
+        _default_client = Client()
+        atexit.register(_default_client.close)
+    return _default_client
+
+
+def ask(prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> str:
+    """Ask once and get the answer text (an atomic call on a shared default `Client`).
+
+    Raises:
+        ProviderError: the call failed; ConfigurationError: bad arguments or set-up.
+    """
+    return _client().complete(prompt, **options).text
+
+
+def ask_stream(
+    prompt: str | Sequence[Message],
+    *,
+    file: IO[str] | None = None,
+    **options: Unpack[CallOptions],
+) -> Response:
+    """Stream an answer to the terminal (or `file`) as it arrives; return the Response.
+
+    If the connection drops and the call is retried, a line saying so is printed before the
+    retry's text, since a terminal cannot take back what it showed.
+
+    Raises:
+        ProviderError: the call failed; ConfigurationError: bad arguments or set-up.
+    """
+    out = sys.stdout if file is None else file
+    with _client().stream(prompt, **options) as stream:
+        for event in stream:
+            if isinstance(event, TextDelta):
+                out.write(event.text)
+                out.flush()
+            elif isinstance(event, Reset):
+                out.write(f"\n[connection lost; retrying (attempt {event.attempt})]\n")
+    out.write("\n")
+    return stream.final()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("tally-client")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

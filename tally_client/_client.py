@@ -1,0 +1,342 @@
+"""Client and AsyncClient: route a call, then run it atomically or as a supervised stream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, TypedDict, Unpack
+
+import httpx
+
+from ._config import default_setup, load_provider, provider_for_model
+from ._envelope import Consumer, Envelope, StructureType, build_envelope
+from ._errors import ConfigurationError
+from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
+from ._response import Response
+from ._retry import RetryPolicy, Timeouts
+from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, Router
+from ._stream import AsyncStream, Stream
+from ._supervisor import Supervisor
+from .providers._base import Provider
+
+__all__ = ["AsyncClient", "CallOptions", "Client"]
+
+
+class CallOptions(TypedDict, total=False):
+    """Keyword options every call method takes (all optional).
+
+    Attributes:
+        system: a system prompt, put before the messages.
+        model: skip the model choice and use this model.
+        max_tokens: output limit, in tokens (also the envelope's expected output length).
+        temperature: sampling temperature.
+        schema: a JSON Schema the output must follow (structured output); the final text is
+            checked strictly and parsed into `Response.parsed`.
+        schema_name: the name given to that schema (default "output").
+        tools: functions the model may call (`Tool`s or dicts with name/description/parameters).
+        consumer: "human", "machine" or "pipeline": who reads the output.
+        task_type: the kind of work ("chat", "summarisation", "extraction", ...).
+        structure_type: the output's form: "prose", "code", "json", "list" or "mixed".
+        expected_output_tokens: how long the output is expected to be, in tokens.
+        time_sensitive: prefer lower latency over lower cost.
+        timeouts: time limits for this call (default: the client's).
+        retry: the retry policy for this call (default: the client's).
+        extra_body: provider-specific request fields, merged into the body last.
+    """
+
+    system: str
+    model: str
+    max_tokens: int
+    temperature: float
+    schema: Mapping[str, Any]
+    schema_name: str
+    tools: Sequence[Tool | Mapping[str, Any]]
+    consumer: Consumer
+    task_type: str
+    structure_type: StructureType
+    expected_output_tokens: int
+    time_sensitive: bool
+    timeouts: Timeouts
+    retry: RetryPolicy
+    extra_body: Mapping[str, Any]
+
+
+class _BaseClient:
+    """Configuration and planning shared by the twins. No I/O."""
+
+    def __init__(
+        self,
+        models: Sequence[ModelSpec] | None,
+        providers: Mapping[str, Provider] | None,
+        router: Router | None,
+        base_url: str | None,
+        api_key: str | None,
+        protocol: str,
+        timeouts: Timeouts | None,
+        retry: RetryPolicy | None,
+    ) -> None:
+        if base_url is not None:
+            if providers is not None:
+                raise ConfigurationError("pass either base_url= or providers=, not both")
+            providers = {"default": load_provider(protocol, base_url=base_url, api_key=api_key)}
+            if models is None:
+                models = [ModelSpec("default", "default")]
+        if providers is None:
+            env_providers, env_models = default_setup()
+            providers = env_providers
+            models = env_models if models is None else models
+        if not models:
+            raise ConfigurationError(
+                "no models: pass models=[ModelSpec(name, provider=...)] for these providers"
+            )
+        for spec in models:
+            if spec.provider not in providers:
+                raise ConfigurationError(
+                    f"model {spec.name!r} names provider {spec.provider!r}, which is not "
+                    f"configured (configured: {sorted(providers)})"
+                )
+        self.models: tuple[ModelSpec, ...] = tuple(models)
+        self.providers: dict[str, Provider] = dict(providers)
+        self.router: Router = router if router is not None else EmbeddedRouter()
+        self.timeouts = timeouts if timeouts is not None else Timeouts()
+        self.retry = retry if retry is not None else RetryPolicy()
+
+    def __repr__(self) -> str:
+        names = ", ".join(m.name for m in self.models)
+        return f"{type(self).__name__}(models=[{names}], providers={sorted(self.providers)})"
+
+    def route(
+        self, prompt: str | Sequence[Message] = (), **options: Unpack[CallOptions]
+    ) -> Decision:
+        """The routing Decision for a call, without making it.
+
+        Args:
+            prompt: the prompt or messages (only their size is used), or nothing.
+            **options: see `CallOptions`; the shape options (consumer, structure_type,
+                expected_output_tokens, schema, tools, ...) are what the router reads.
+
+        Raises:
+            ConfigurationError: an unknown option value or model.
+        """
+        messages = normalize_messages(prompt, options.get("system")) if prompt else ()
+        return self._decide(self._envelope(messages, options), options.get("model"))
+
+    def _envelope(self, messages: Sequence[Message], options: CallOptions) -> Envelope:
+        return build_envelope(
+            messages,
+            task_type=options.get("task_type"),
+            structure_type=options.get("structure_type"),
+            schema=options.get("schema"),
+            tools=list(options.get("tools") or ()),
+            max_tokens=options.get("max_tokens"),
+            expected_output_tokens=options.get("expected_output_tokens"),
+            consumer=options.get("consumer"),
+            time_sensitive=options.get("time_sensitive", False),
+        )
+
+    def _decide(self, envelope: Envelope, model: str | None) -> Decision:
+        if model is None:
+            return self.router.route(envelope, self.models)
+        spec = next((m for m in self.models if m.name == model), None)
+        provider = spec.provider if spec else provider_for_model(model, self.providers)
+        decision = self.router.route(envelope, [ModelSpec(model, provider)])
+        return replace(
+            decision,
+            confidence=Confidence(1.0, decision.confidence.stream),
+            reasons=(*decision.reasons[:-1], f"{model}: chosen by the caller"),
+        )
+
+    def _plan(
+        self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
+    ) -> tuple[Supervisor, WireRequest]:
+        messages = normalize_messages(prompt, options.get("system"))
+        envelope = self._envelope(messages, options)
+        decision = self._decide(envelope, options.get("model"))
+        if stream is not None and stream != decision.stream:
+            how = "stream()" if stream else "complete()"
+            decision = replace(
+                decision,
+                stream=stream,
+                confidence=Confidence(decision.confidence.model, 1.0),
+                reasons=(f"the caller chose {how}", *decision.reasons),
+                source="caller",
+            )
+        spec = CallSpec(
+            messages=messages,
+            max_tokens=options.get("max_tokens"),
+            temperature=options.get("temperature"),
+            schema=options.get("schema"),
+            schema_name=options.get("schema_name", "output"),
+            tools=normalize_tools(options.get("tools")),
+            extra_body=options.get("extra_body") or {},
+        )
+        provider = self.providers[decision.provider]
+        sup = Supervisor(
+            provider,
+            decision.model,
+            stream=decision.stream,
+            policy=options.get("retry") or self.retry,
+            timeouts=options.get("timeouts") or self.timeouts,
+            decision=decision,
+            structured=spec.schema is not None,
+        )
+        return sup, provider.build_request(spec, decision.model, stream=decision.stream)
+
+
+class Client(_BaseClient):
+    """Route LLM calls and run them atomically or as supervised SSE streams.
+
+    With no arguments, the providers come from the environment (OPENAI_API_KEY,
+    ANTHROPIC_API_KEY, GEMINI_API_KEY / GOOGLE_API_KEY); with none set, a local
+    OpenAI-compatible server at $TALLY_LOCAL_BASE_URL (default http://127.0.0.1:8080/v1).
+
+    Args:
+        models: the models to route among; each names a provider key.
+        providers: provider key -> provider codec (for example
+            `{"vllm": OpenAIChatProvider(base_url="http://gpu:8000/v1", name="vllm")}`).
+        router: the router; default the embedded one.
+        base_url: shorthand for one endpoint speaking `protocol` (with models=, or the model
+            "default").
+        api_key: the key for `base_url`.
+        protocol: "openai-chat" (default), "openai-responses", "anthropic" or "gemini".
+        timeouts: default time limits (seconds).
+        retry: default retry policy.
+        http_client: an `httpx.Client` to use (you then close it); default: one pooled
+            client per Client.
+
+    Example:
+        with Client() as client:
+            print(client.complete("Name the capital of France.").text)
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelSpec] | None = None,
+        *,
+        providers: Mapping[str, Provider] | None = None,
+        router: Router | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        protocol: str = "openai-chat",
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(models, providers, router, base_url, api_key, protocol, timeouts, retry)
+        self._own_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.Client(timeout=None)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool (only the client's own)."""
+        if self._own_http:
+            self._http.close()
+
+    def complete(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Response:
+        """Make an atomic call and return the whole Response, with exact usage.
+
+        Args:
+            prompt: a prompt string, or messages in the Chat Completions shape.
+            **options: see `CallOptions`.
+
+        Raises:
+            ProviderError: the call failed after the retries the policy allows.
+            StructuredOutputError: a schema was given and the output is not valid JSON.
+            ConfigurationError: bad arguments, an unknown model, a missing key.
+        """
+        return self._stream(prompt, options, False).final()
+
+    def stream(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Stream:
+        """Start a streamed call: iterate its events or text, or block on `final()`.
+
+        Args:
+            prompt: a prompt string, or messages in the Chat Completions shape.
+            **options: see `CallOptions`.
+
+        Raises:
+            ConfigurationError: bad arguments, an unknown model, a missing key.
+        """
+        return self._stream(prompt, options, True)
+
+    def respond(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Stream:
+        """Make the call the way the router decides: streamed or atomic.
+
+        Either way the result is a Stream (an atomic result is replayed as its events), so
+        the same code iterates it or calls `final()`; `stream.decision` says what was chosen.
+
+        Raises:
+            ConfigurationError: bad arguments, an unknown model, a missing key.
+        """
+        return self._stream(prompt, options, None)
+
+    def _stream(
+        self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
+    ) -> Stream:
+        sup, wire = self._plan(prompt, options, stream)
+        return Stream(self._http, sup, wire)
+
+
+class AsyncClient(_BaseClient):
+    """The async twin of `Client`: the same arguments and methods, awaited.
+
+    Example:
+        async with AsyncClient() as client:
+            response = await client.complete("Name the capital of France.")
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelSpec] | None = None,
+        *,
+        providers: Mapping[str, Provider] | None = None,
+        router: Router | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        protocol: str = "openai-chat",
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(models, providers, router, base_url, api_key, protocol, timeouts, retry)
+        self._own_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.AsyncClient(timeout=None)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool (only the client's own)."""
+        if self._own_http:
+            await self._http.aclose()
+
+    async def complete(
+        self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
+    ) -> Response:
+        """Make an atomic call; see `Client.complete`."""
+        return await self._stream(prompt, options, False).final()
+
+    def stream(
+        self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
+    ) -> AsyncStream:
+        """Start a streamed call; see `Client.stream`."""
+        return self._stream(prompt, options, True)
+
+    def respond(
+        self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
+    ) -> AsyncStream:
+        """Make the call the way the router decides; see `Client.respond`."""
+        return self._stream(prompt, options, None)
+
+    def _stream(
+        self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
+    ) -> AsyncStream:
+        sup, wire = self._plan(prompt, options, stream)
+        return AsyncStream(self._http, sup, wire)

@@ -1,0 +1,128 @@
+"""Which providers and models a client has when it is not told: read from the environment.
+
+Provider modules are named here as strings and imported when a client needs them, so
+`import tally_client` loads none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._routing import ModelSpec
+from .providers._base import Provider
+
+__all__ = ["LOCAL_BASE_URL_ENV", "default_setup", "load_provider", "provider_for_model"]
+
+LOCAL_BASE_URL_ENV = "TALLY_LOCAL_BASE_URL"
+LOCAL_BASE_URL = "http://127.0.0.1:8080/v1"  # llama-server's default port
+LOCAL_MODEL = "local"
+
+PROVIDERS: dict[str, str] = {
+    "openai-chat": "tally_client.providers.openai_chat:OpenAIChatProvider",
+    "openai-responses": "tally_client.providers.openai_responses:OpenAIResponsesProvider",
+    "anthropic": "tally_client.providers.anthropic:AnthropicProvider",
+    "gemini": "tally_client.providers.gemini:GeminiProvider",
+}
+"""Protocol name -> provider class, as an import string."""
+
+# (env vars, protocol, provider key, models: name, quality, context window, cost, latency)
+_CATALOG: tuple[
+    tuple[tuple[str, ...], str, str, tuple[tuple[str, int, int, float, float], ...]], ...
+] = (
+    (
+        ("OPENAI_API_KEY",),
+        "openai-chat",
+        "openai",
+        (
+            ("gpt-4.1-nano", 1, 1_047_576, 0.1, 0.5),
+            ("gpt-4.1-mini", 2, 1_047_576, 0.4, 0.7),
+            ("gpt-4.1", 3, 1_047_576, 2.0, 1.0),
+        ),
+    ),
+    (
+        ("ANTHROPIC_API_KEY",),
+        "anthropic",
+        "anthropic",
+        (
+            ("claude-haiku-4-5", 2, 200_000, 1.0, 0.6),
+            ("claude-sonnet-4-5", 3, 200_000, 3.0, 1.0),
+        ),
+    ),
+    (
+        ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        "gemini",
+        "gemini",
+        (
+            ("gemini-2.5-flash-lite", 1, 1_048_576, 0.1, 0.4),
+            ("gemini-2.5-flash", 2, 1_048_576, 0.3, 0.6),
+            ("gemini-2.5-pro", 3, 1_048_576, 1.25, 1.2),
+        ),
+    ),
+)
+
+
+def load_provider(protocol: str, **kwargs: Any) -> Provider:
+    """Import and build the provider for a protocol name.
+
+    Raises:
+        ConfigurationError: an unknown protocol name.
+    """
+    target = PROVIDERS.get(protocol)
+    if target is None:
+        raise ConfigurationError(f"unknown protocol {protocol!r}: use one of {sorted(PROVIDERS)}")
+    module_name, _, class_name = target.partition(":")
+    cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
+    return cls(**kwargs)
+
+
+def default_setup(
+    env: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Provider], list[ModelSpec]]:
+    """The providers and models for every provider key found in the environment.
+
+    With no key set, one OpenAI-compatible endpoint: `$TALLY_LOCAL_BASE_URL`, by default
+    http://127.0.0.1:8080/v1 (llama-server's default), serving the model "local".
+    """
+    env = os.environ if env is None else env
+    providers: dict[str, Provider] = {}
+    models: list[ModelSpec] = []
+    for env_vars, protocol, key, entries in _CATALOG:
+        api_key = next((env[v] for v in env_vars if env.get(v)), None)
+        if api_key is None:
+            continue
+        providers[key] = load_provider(protocol, api_key=api_key)
+        models.extend(ModelSpec(n, key, q, w, c, lat) for n, q, w, c, lat in entries)
+    if not providers:
+        base_url = env.get(LOCAL_BASE_URL_ENV) or LOCAL_BASE_URL
+        providers["local"] = load_provider("openai-chat", base_url=base_url, name="local")
+        models.append(ModelSpec(LOCAL_MODEL, "local", quality=1, context_window=4096, cost=0.0))
+    return providers, models
+
+
+def provider_for_model(model: str, providers: Mapping[str, Provider]) -> str:
+    """The provider key for a model name no ModelSpec lists: by its name, or the only one.
+
+    Raises:
+        ConfigurationError: no configured provider fits the name.
+    """
+    if len(providers) == 1:
+        return next(iter(providers))
+    prefixes = {
+        "gpt-": "openai",
+        "o1": "openai",
+        "o3": "openai",
+        "o4": "openai",
+        "claude": "anthropic",
+        "gemini": "gemini",
+    }
+    for prefix, key in prefixes.items():
+        if model.startswith(prefix) and key in providers:
+            return key
+    raise ConfigurationError(
+        f"no configured provider for model {model!r}: add ModelSpec({model!r}, provider=...) "
+        f"to models=, or configure one of {sorted(providers)} for it"
+    )

@@ -1,0 +1,122 @@
+"""The provider-neutral description of one call, and the HTTP request a provider makes of it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import ConfigurationError
+
+__all__ = ["CallSpec", "Message", "Tool", "WireRequest", "normalize_messages", "normalize_tools"]
+
+Message = Mapping[str, Any]
+"""A chat message in the OpenAI Chat Completions shape, the one most code already has:
+`{"role": "system" | "user" | "assistant" | "tool", "content": str, ...}`; an assistant turn
+may carry `tool_calls` (`ToolCall` objects or OpenAI dicts), a tool turn a `tool_call_id`."""
+
+_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call.
+
+    Attributes:
+        name: the function name.
+        description: what it does, for the model.
+        parameters: a JSON Schema object for its arguments.
+    """
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    """Everything about a call except the model: what every provider module translates.
+
+    Attributes:
+        messages: the conversation, system turns included.
+        max_tokens: the output limit in tokens, or None for the provider default.
+        temperature: sampling temperature, or None for the provider default.
+        schema: a JSON Schema the output must follow (structured output), or None.
+        schema_name: the name providers attach to that schema.
+        tools: functions the model may call.
+        extra_body: provider-specific fields merged into the request body last.
+    """
+
+    messages: tuple[Message, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    schema: Mapping[str, Any] | None = None
+    schema_name: str = "output"
+    tools: tuple[Tool, ...] = ()
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    """An HTTP request as a provider module builds it; only the drivers touch httpx.
+
+    `headers` may hold an API key: this class's repr leaves the headers out.
+    """
+
+    url: str
+    json: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    method: str = "POST"
+
+
+def normalize_messages(prompt: str | Sequence[Message], system: str | None) -> tuple[Message, ...]:
+    """Turn a prompt string or a message list into a checked message tuple.
+
+    Raises:
+        ConfigurationError: a message is not a mapping with a known role, or the list is empty.
+    """
+    if isinstance(prompt, str):
+        messages: list[Message] = [{"role": "user", "content": prompt}]
+    else:
+        messages = list(prompt)
+        if not messages:
+            raise ConfigurationError(
+                "messages is empty: pass a prompt string or at least one message"
+            )
+        checked: list[object] = list(messages)  # callers do pass other things at run time
+        for i, message in enumerate(checked):
+            role = message.get("role") if isinstance(message, Mapping) else None
+            if role not in _ROLES:
+                raise ConfigurationError(
+                    f"messages[{i}] must be a mapping with role in {sorted(_ROLES)}, "
+                    f"like {{'role': 'user', 'content': 'Hi'}}; got {type(message).__name__}"
+                )
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    return tuple(messages)
+
+
+def normalize_tools(tools: Sequence[Tool | Mapping[str, Any]] | None) -> tuple[Tool, ...]:
+    """Accept `Tool`s, `{"name", "description", "parameters"}` dicts, or OpenAI tool dicts.
+
+    Raises:
+        ConfigurationError: a tool has no name.
+    """
+    if not tools:
+        return ()
+    out: list[Tool] = []
+    for i, tool in enumerate(tools):
+        if isinstance(tool, Tool):
+            out.append(tool)
+            continue
+        spec = tool.get("function", tool) if tool.get("type") == "function" else tool
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"tools[{i}] has no 'name'")
+        params = spec.get("parameters") or spec.get("input_schema")
+        if params is None:
+            params = {"type": "object", "properties": {}}
+        out.append(Tool(name, str(spec.get("description", "")), params))
+    return tuple(out)

@@ -1,0 +1,189 @@
+"""The result of a call, whichever way it was delivered: `Response` and what it holds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ._routing import Decision
+
+__all__ = [
+    "Attempt",
+    "FinishReason",
+    "Metrics",
+    "Response",
+    "ResponseState",
+    "ToolCall",
+    "Usage",
+]
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+"""Why the model stopped, normalized across providers. Says nothing about completeness."""
+
+ResponseState = Literal["complete", "partial", "interrupted", "cancelled"]
+"""Whether the whole response arrived.
+
+- complete: the provider's terminal event arrived (or the atomic body parsed).
+- partial: the body ended cleanly without its terminal event: the text may be cut anywhere.
+- interrupted: the connection broke, a timeout fired, or an error event arrived mid-stream.
+- cancelled: the caller closed the stream before it ended.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts for one call, as the provider reported them.
+
+    Counts are in tokens. When the provider reported nothing (a stream cut before its usage
+    event, or a server that never sends one) `reported` is False and the counts are None:
+    missing, never zero.
+
+    Attributes:
+        input_tokens: prompt tokens, cached ones included.
+        output_tokens: generated tokens, reasoning/thinking tokens included.
+        total_tokens: input + output as the provider counts them.
+        cached_input_tokens: the part of input_tokens served from a prompt cache, if reported.
+        reasoning_tokens: the part of output_tokens spent thinking, if reported.
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @property
+    def reported(self) -> bool:
+        """True when the provider reported the counts (rather than them being missing)."""
+        return self.input_tokens is not None or self.output_tokens is not None
+
+    @classmethod
+    def of(
+        cls,
+        input_tokens: int | None,
+        output_tokens: int | None,
+        *,
+        total_tokens: int | None = None,
+        cached_input_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> Usage:
+        """Build a Usage, deriving `total_tokens` from the parts when it is not given."""
+        if total_tokens is None and input_tokens is not None and output_tokens is not None:
+            total_tokens = input_tokens + output_tokens
+        return cls(input_tokens, output_tokens, total_tokens, cached_input_tokens, reasoning_tokens)
+
+
+MISSING_USAGE = Usage()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call the model asked for.
+
+    Attributes:
+        id: the provider's call id (Gemini's Developer API may give none: then "call_<index>").
+        name: the tool's name.
+        arguments: the arguments as the model wrote them (a JSON string).
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+    def parsed_arguments(self) -> Any:
+        """The arguments decoded with a strict JSON parser.
+
+        Raises:
+            json.JSONDecodeError: the model wrote arguments that are not valid JSON.
+        """
+        return json.loads(self.arguments) if self.arguments else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """Timing of one call, in seconds; rates in tokens per second.
+
+    Attributes:
+        ttft: time to first token: from sending the request to the first text, thinking or
+            tool-call delta (for an atomic call, the whole call).
+        total_seconds: from sending the request to the end of the successful attempt.
+        itl_mean: mean inter-token latency: the mean gap between consecutive deltas.
+        itl_p95: the 95th percentile of those gaps.
+        output_tokens_per_second: reported output tokens / (total_seconds - ttft); None when
+            usage was not reported or fewer than two deltas arrived.
+        chunks: number of content deltas received.
+        buffered: the deltas arrived in one burst after a long wait: a proxy probably
+            buffered the stream (see the warning raised with it).
+    """
+
+    ttft: float | None = None
+    total_seconds: float = 0.0
+    itl_mean: float | None = None
+    itl_p95: float | None = None
+    output_tokens_per_second: float | None = None
+    chunks: int = 0
+    buffered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at a call.
+
+    Attributes:
+        number: 1 for the first try.
+        error: the error that ended this try (None for the successful one).
+        text_chars: how far it got: characters of text received.
+        wait: seconds waited before the next try (0.0 for the last).
+    """
+
+    number: int
+    error: BaseException | None
+    text_chars: int
+    wait: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The result of one call: atomic, streamed, or what a failed stream got before failing.
+
+    Attributes:
+        text: the output text of the successful attempt (thinking excluded).
+        tool_calls: the tool calls the model asked for, in order.
+        usage: token counts; `usage.reported` is False when the provider sent none.
+        finish_reason: why the model stopped (normalized), or None if it never said.
+        state: "complete", "partial", "interrupted" or "cancelled" (see ResponseState).
+        model: the model that answered (as the provider named it, else as requested).
+        provider: the provider name.
+        decision: the routing Decision this call followed, if it was routed.
+        metrics: TTFT, inter-token latency, tokens per second.
+        attempts: one Attempt per try; more than one means retries ran.
+        thinking: reasoning/thinking text, where the provider streams it.
+        raw_finish_reason: the provider's own finish reason string.
+        parsed: the structured output, decoded strictly, when a schema was requested.
+        response_id: the provider's response id, when it gives one.
+    """
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = MISSING_USAGE
+    finish_reason: FinishReason | None = None
+    state: ResponseState = "complete"
+    model: str | None = None
+    provider: str | None = None
+    decision: Decision | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    attempts: tuple[Attempt, ...] = ()
+    thinking: str = ""
+    raw_finish_reason: str | None = None
+    parsed: Any = None
+    response_id: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when the whole response arrived (state == "complete")."""
+        return self.state == "complete"
+
+    def __str__(self) -> str:
+        return self.text

@@ -1,0 +1,482 @@
+"""The stream supervisor: accumulation, completeness, time limits and retries, without I/O.
+
+The sync and async drivers (`_client.py`) do the HTTP and the sleeping; everything they
+decide, they ask a `Supervisor`: what time limit the next read has, what a chunk means, whether
+a failure is retried and after how long, and what the final `Response` is. One call, one
+Supervisor; one attempt, one `Accumulator` and one provider decoder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ._errors import (
+    FirstTokenTimeout,
+    IdleTimeout,
+    ProviderError,
+    StreamInterrupted,
+    StructuredOutputError,
+    TotalTimeout,
+)
+from ._events import (
+    Finished,
+    Reset,
+    StreamEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    UsageReported,
+)
+from ._response import (
+    MISSING_USAGE,
+    Attempt,
+    FinishReason,
+    Metrics,
+    Response,
+    ResponseState,
+    ToolCall,
+    Usage,
+)
+from ._retry import RetryPolicy, Timeouts
+
+if TYPE_CHECKING:
+    from ._routing import Decision
+    from .providers._base import Provider, StreamDecoder
+
+__all__ = ["Accumulator", "ProxyBufferingWarning", "Supervisor"]
+
+
+class ProxyBufferingWarning(UserWarning):
+    """A stream's chunks all arrived in one burst after a long wait.
+
+    The likely cause is a proxy or load balancer buffering `text/event-stream` responses
+    (nginx without `proxy_buffering off` / `X-Accel-Buffering: no`, some corporate proxies):
+    the user sees the whole answer at once, as if the call were atomic.
+    """
+
+
+class Accumulator:
+    """Builds one attempt's output from its events, and times its deltas (pure)."""
+
+    __slots__ = (
+        "_calls",
+        "_gaps",
+        "_text",
+        "_thinking",
+        "finish_reason",
+        "first_at",
+        "last_at",
+        "n_events",
+        "raw_finish_reason",
+        "started",
+        "usage",
+    )
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self._text: list[str] = []
+        self._thinking: list[str] = []
+        self._calls: dict[int, list[Any]] = {}
+        self._gaps: list[float] = []
+        self.usage: Usage = MISSING_USAGE
+        self.finish_reason: FinishReason | None = None
+        self.raw_finish_reason: str | None = None
+        self.first_at: float | None = None
+        self.last_at = started
+        self.n_events = 0
+
+    def add(self, event: StreamEvent, now: float) -> None:
+        """Fold one event in; `now` is its arrival time in seconds (monotonic clock)."""
+        self.n_events += 1
+        kind = type(event)
+        if kind is TextDelta:
+            self._text.append(event.text)  # type: ignore[union-attr]
+        elif kind is ThinkingDelta:
+            self._thinking.append(event.text)  # type: ignore[union-attr]
+        elif kind is ToolCallDelta:
+            assert isinstance(event, ToolCallDelta)
+            slot = self._calls.get(event.index)
+            if slot is None:
+                self._calls[event.index] = [event.id, event.name, [event.arguments]]
+            else:
+                if event.id and not slot[0]:
+                    slot[0] = event.id
+                if event.name and not slot[1]:
+                    slot[1] = event.name
+                slot[2].append(event.arguments)
+        elif kind is UsageReported:
+            self.usage = event.usage  # type: ignore[union-attr]
+            return
+        elif kind is Finished:
+            self.finish_reason = event.finish_reason  # type: ignore[union-attr]
+            self.raw_finish_reason = event.raw  # type: ignore[union-attr]
+            return
+        else:
+            return
+        if self.first_at is None:
+            self.first_at = now
+        else:
+            self._gaps.append(now - self.last_at)
+        self.last_at = now
+
+    @property
+    def text(self) -> str:
+        """The text so far."""
+        return "".join(self._text)
+
+    @property
+    def has_output(self) -> bool:
+        """True once any text, thinking or tool-call delta arrived."""
+        return self.first_at is not None
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tool calls so far, in index order, arguments joined."""
+        return tuple(
+            ToolCall(slot[0] or f"call_{index}", slot[1] or "", "".join(slot[2]))
+            for index, slot in sorted(self._calls.items())
+        )
+
+    def metrics(self, end: float) -> Metrics:
+        """TTFT, inter-token latency and rate for this attempt, ended at `end` (seconds)."""
+        gaps = self._gaps
+        ttft = None if self.first_at is None else self.first_at - self.started
+        itl_mean = itl_p95 = None
+        if gaps:
+            itl_mean = sum(gaps) / len(gaps)
+            ordered = sorted(gaps)
+            itl_p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        total = end - self.started
+        rate = None
+        out = self.usage.output_tokens
+        if out and ttft is not None and gaps and total > ttft:
+            rate = out / (total - ttft)
+        chunks = len(gaps) + (self.first_at is not None)
+        buffered = bool(
+            ttft is not None
+            and chunks >= 8
+            and ttft >= 0.5
+            and self.last_at - self.first_at <= 0.1 * ttft  # type: ignore[operator]
+            and itl_mean is not None
+            and itl_mean < 0.005
+        )
+        return Metrics(ttft, total, itl_mean, itl_p95, rate, chunks, buffered)
+
+
+class Supervisor:
+    """Decides everything about one call that is not I/O.
+
+    Args:
+        provider: the provider codec.
+        model: the model name sent.
+        stream: streamed (True) or atomic (False) delivery.
+        policy: the retry policy.
+        timeouts: the time limits.
+        decision: the routing decision, attached to the Response.
+        clock: monotonic seconds; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        model: str,
+        *,
+        stream: bool,
+        policy: RetryPolicy,
+        timeouts: Timeouts,
+        decision: Decision | None = None,
+        structured: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.stream = stream
+        self.policy = policy
+        self.timeouts = timeouts
+        self.decision = decision
+        self.structured = structured
+        self.clock = clock
+        self.started = clock()
+        self.attempt = 0
+        self.acc = Accumulator(self.started)
+        self.decoder: StreamDecoder | None = None
+        self._attempts: list[Attempt] = []
+        self._partials: list[Response] = []
+        self._discarded: list[str] = []
+        self._reset_error: ProviderError | None = None
+
+    # -- attempts ------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start the next attempt: a fresh accumulator and decoder."""
+        now = self.clock()
+        if self.attempt == 0:
+            self.started = now  # the call's clock starts when its first request goes out
+        self.attempt += 1
+        self.acc = Accumulator(now)
+        self.decoder = self.provider.new_decoder() if self.stream else None
+
+    def connect_timeout(self) -> float | None:
+        """Seconds the driver may spend connecting (bounded by what is left of `total`)."""
+        return _smaller(self.timeouts.connect, self._remaining())
+
+    def header_timeout(self) -> float | None:
+        """Seconds the driver may wait for response headers.
+
+        A stream's headers come before its first token: the first-token limit applies. An
+        atomic call's come after the whole generation: only the total limit does.
+        """
+        first = self.timeouts.first_token if self.stream else None
+        return _smaller(first, self._remaining())
+
+    def read_timeout(self) -> float | None:
+        """Seconds the driver may wait for each read of the body: the idle limit.
+
+        Before the first token the first-token limit still bounds it, and the whole call's
+        remaining time always does.
+        """
+        limit = self.timeouts.idle
+        if not self.acc.has_output and self.timeouts.first_token is not None:
+            left = self.timeouts.first_token - (self.clock() - self.acc.started)
+            limit = _smaller(limit, max(left, 0.001))
+        return _smaller(limit, self._remaining())
+
+    def read_timed_out(self) -> ProviderError:
+        """The typed error for a read that hit the socket time limit the driver was given."""
+        now = self.clock()
+        seconds = now - self.acc.started
+        name = self.provider.label
+        total = self.timeouts.total
+        if total is not None and now - self.started >= total - 0.01:
+            return TotalTimeout(f"the call ran past {total:g} s", provider=name, seconds=total)
+        first = self.timeouts.first_token
+        if not self.acc.has_output and first is not None and seconds >= first - 0.01:
+            return FirstTokenTimeout(
+                f"no output within {first:g} s of sending the request", provider=name, seconds=first
+            )
+        idle = self.timeouts.idle or seconds
+        return IdleTimeout(
+            f"the stream stalled: no byte for {idle:g} s", provider=name, seconds=idle
+        )
+
+    def feed(self, event: str, data: str) -> Sequence[StreamEvent]:
+        """Decode one SSE event of the current attempt and fold it in.
+
+        Returns:
+            The events to yield; a pending `Reset` comes first.
+
+        Raises:
+            ProviderError: an in-stream error event, undecodable data, or a time limit passed.
+        """
+        events = self.decoder.feed(event, data)  # type: ignore[union-attr]
+        if not events:
+            return events
+        now = self.clock()
+        acc = self.acc
+        for ev in events:
+            acc.add(ev, now)
+        total = self.timeouts.total
+        if total is not None and now - self.started > total:
+            raise TotalTimeout(
+                f"the call ran past {total:g} s", provider=self.provider.label, seconds=total
+            )
+        if self._reset_error is not None:
+            reset = Reset(self.attempt, "".join(self._discarded), self._reset_error)
+            self._reset_error = None
+            self._discarded.clear()
+            return (reset, *events)
+        return events
+
+    def check_first_token(self) -> None:
+        """Raise FirstTokenTimeout if events keep arriving (pings) but no output does."""
+        first = self.timeouts.first_token
+        if (
+            first is not None
+            and not self.acc.has_output
+            and self.clock() - self.acc.started > first
+        ):
+            raise FirstTokenTimeout(
+                f"no output within {first:g} s of sending the request",
+                provider=self.provider.label,
+                seconds=first,
+            )
+
+    def end_of_stream(self) -> Response | float:
+        """The body ended cleanly. Returns the Response, or a delay before a retry.
+
+        Without the provider's terminal event the attempt is partial: it is retried while
+        the policy allows, and the longest partial Response is returned once it does not.
+        """
+        decoder = self.decoder
+        assert decoder is not None
+        if decoder.terminal:
+            return self._finish("complete")
+        error = StreamInterrupted(
+            "the stream ended before its terminal event (the text may be cut anywhere)",
+            provider=self.provider.label,
+        )
+        partial = self._build("partial")
+        delay = self._next_delay(error, partial)
+        if delay is None:
+            return self._longest_partial(partial)
+        return delay
+
+    def atomic_body(self, body: Any) -> Response:
+        """The Response for an atomic call's decoded JSON body.
+
+        Raises:
+            ProtocolError: the body is not the provider's response shape.
+        """
+        result = self.provider.decode_body(body)
+        now = self.clock()
+        for ev in result.events:
+            self.acc.add(ev, now)
+        self.acc.first_at = now  # an atomic call's first token arrives with the last
+        self._meta = (result.model, result.response_id)
+        return self._finish("complete")
+
+    def atomic_events(self) -> list[StreamEvent]:
+        """The events an atomic result replays to a stream consumer, in order."""
+        acc = self.acc
+        events: list[StreamEvent] = []
+        if acc._thinking:
+            events.append(ThinkingDelta("".join(acc._thinking)))
+        if acc._text:
+            events.append(TextDelta(acc.text))
+        for i, call in enumerate(acc.tool_calls()):
+            events.append(ToolCallDelta(i, call.id, call.name, call.arguments))
+        if acc.usage.reported:
+            events.append(UsageReported(acc.usage))
+        if acc.finish_reason is not None:
+            events.append(Finished(acc.finish_reason, acc.raw_finish_reason or ""))
+        return events
+
+    def fail(self, error: ProviderError) -> float:
+        """An attempt failed with `error`. Returns the wait before the next attempt.
+
+        Raises:
+            ProviderError: `error` itself, with `partial` (the longest partial Response)
+                and `attempts` set, when it is not retried.
+        """
+        partial = self._build("interrupted")
+        delay = self._next_delay(error, partial)
+        if delay is None:
+            error.partial = self._longest_partial(partial)
+            error.attempts = tuple(self._attempts)
+            raise error
+        return delay
+
+    def cancelled(self) -> Response:
+        """The caller closed the stream: the Response with the text so far."""
+        return self._build("cancelled")
+
+    def snapshot(self) -> Response:
+        """The current attempt's Response so far (state "partial" until it ends)."""
+        return self._build("partial")
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _remaining(self) -> float | None:
+        if self.timeouts.total is None:
+            return None
+        return max(0.001, self.timeouts.total - (self.clock() - self.started))
+
+    def _next_delay(self, error: ProviderError, partial: Response) -> float | None:
+        delay = self.policy.delay(self.attempt, error)
+        if delay is not None:
+            total = self.timeouts.total
+            if total is not None and self.clock() - self.started + delay >= total:
+                delay = None
+        self._attempts.append(Attempt(self.attempt, error, len(partial.text), delay or 0.0))
+        self._partials.append(partial)
+        if delay is not None and self.stream:
+            if self.acc.n_events:
+                self._discarded.append(partial.text)
+            if self._discarded:
+                # What this and earlier failed attempts showed is cleared by one Reset,
+                # yielded before the next attempt's first event.
+                self._reset_error = error
+        return delay
+
+    def _longest_partial(self, last: Response) -> Response:
+        best = max(self._partials, key=lambda r: len(r.text), default=last)
+        return replace(best, attempts=tuple(self._attempts))
+
+    def _finish(self, state: ResponseState) -> Response:
+        self._attempts.append(Attempt(self.attempt, None, len(self.acc.text)))
+        response = self._build(state)
+        if response.metrics.buffered:
+            warnings.warn(
+                f"all {response.metrics.chunks} chunks arrived in one burst after "
+                f"{response.metrics.ttft:.1f} s: a proxy between you and "
+                f"{self.provider.label} is probably buffering the stream "
+                "(nginx: proxy_buffering off, or send X-Accel-Buffering: no)",
+                ProxyBufferingWarning,
+                stacklevel=4,
+            )
+        return response
+
+    def _build(self, state: ResponseState) -> Response:
+        acc = self.acc
+        if self.decoder is not None:
+            model, response_id = self.decoder.model, self.decoder.response_id
+        else:
+            model, response_id = getattr(self, "_meta", (None, None))
+        text = acc.text
+        parsed = None
+        if self.structured and state == "complete" and text:
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+        return Response(
+            text=text,
+            tool_calls=acc.tool_calls(),
+            usage=acc.usage,
+            finish_reason=acc.finish_reason,
+            state=state,
+            model=model or self.model,
+            provider=self.provider.label,
+            decision=self.decision,
+            metrics=acc.metrics(self.clock()),
+            attempts=tuple(self._attempts),
+            thinking="".join(acc._thinking),
+            raw_finish_reason=acc.raw_finish_reason,
+            parsed=parsed,
+            response_id=response_id,
+        )
+
+
+def check_structured(response: Response, structured: bool) -> Response:
+    """The strict final check for structured output.
+
+    Raises:
+        StructuredOutputError: a schema was requested and the complete text is not valid JSON
+            (the error carries the Response).
+    """
+    if not structured or response.state != "complete" or response.parsed is not None:
+        return response
+    if response.tool_calls and not response.text:
+        return response
+    hint = (
+        " The output hit max_tokens (finish_reason 'length'): raise max_tokens."
+        if response.finish_reason == "length"
+        else ""
+    )
+    raise StructuredOutputError(
+        f"the model's output is not valid JSON ({len(response.text)} characters).{hint}"
+        " The text is in .response.text.",
+        response,
+    )
+
+
+def _smaller(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a < b else b

@@ -1,0 +1,258 @@
+"""What every provider module implements, and the code they share.
+
+A provider is a codec, not a client: it builds `WireRequest`s, decodes atomic bodies and SSE
+events into `StreamEvent`s, and turns error bodies into typed errors. It never does I/O, so
+one provider serves the sync and the async client, and tests feed it recorded bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+from .._errors import APIStatusError, ProtocolError, status_error
+from .._events import StreamEvent
+from .._request import CallSpec, WireRequest
+from .._retry import parse_retry_after
+
+__all__ = ["AtomicResult", "Provider", "StreamDecoder", "error_from_body", "loads_event"]
+
+NO_EVENTS: tuple[StreamEvent, ...] = ()
+
+
+class StreamDecoder(Protocol):
+    """Decodes one SSE stream, event by event.
+
+    Attributes:
+        terminal: True once the provider's success terminator arrived (`[DONE]` after every
+            choice finished, `message_stop`, `response.completed`, a Gemini `finishReason`).
+            A stream that ends while this is False is partial, whatever text it had.
+        model: the model the provider reports, once seen.
+        response_id: the provider's response id, once seen.
+    """
+
+    terminal: bool
+    model: str | None
+    response_id: str | None
+
+    def feed(self, event: str, data: str) -> Sequence[StreamEvent]:
+        """Decode one SSE event (its `event:` name, "" if none, and its `data:`).
+
+        Raises:
+            APIStatusError: the event is an in-stream error (retryable or not by its type).
+            ProtocolError: the data is not the JSON the protocol promises.
+        """
+        ...
+
+
+class AtomicResult(Protocol):
+    """What decoding an atomic body gives: the same events a stream would have yielded."""
+
+    events: Sequence[StreamEvent]
+    model: str | None
+    response_id: str | None
+
+
+class Provider:
+    """Base of the provider codecs. Subclasses set `name` and implement the four methods.
+
+    The API key is kept out of `repr()` and never put in an error message.
+    """
+
+    name: ClassVar[str] = "provider"
+    protocol: ClassVar[str] = "provider"
+    api_key_env: ClassVar[tuple[str, ...]] = ()
+    default_base_url: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self._api_key = api_key
+        self.extra_headers = dict(headers or {})
+        self.label = name or self.name
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "none"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key=<{key}>)"
+
+    def build_request(self, spec: CallSpec, model: str, *, stream: bool) -> WireRequest:
+        """The HTTP request for `spec` on `model`, streamed or atomic."""
+        raise NotImplementedError
+
+    def decode_body(self, body: Any) -> AtomicResult:
+        """Decode an atomic (non-streamed) JSON body.
+
+        Raises:
+            ProtocolError: the body is not the provider's response shape.
+        """
+        raise NotImplementedError
+
+    def new_decoder(self) -> StreamDecoder:
+        """A fresh decoder for one streamed attempt."""
+        raise NotImplementedError
+
+    def error_from_response(
+        self, status_code: int, body: bytes, headers: Mapping[str, str]
+    ) -> APIStatusError | ProtocolError:
+        """Turn a non-2xx response (or a 2xx that is not JSON/SSE) into a typed error."""
+        return error_from_body(self.label, status_code, body, headers)
+
+
+class _Atomic:
+    __slots__ = ("events", "model", "response_id")
+
+    def __init__(
+        self, events: Sequence[StreamEvent], model: str | None, response_id: str | None
+    ) -> None:
+        self.events = events
+        self.model = model
+        self.response_id = response_id
+
+
+def atomic(
+    events: Sequence[StreamEvent], model: str | None, response_id: str | None
+) -> AtomicResult:
+    """Package decoded atomic events with the model and response id."""
+    return _Atomic(events, model, response_id)
+
+
+def loads_event(provider: str, data: str) -> Any:
+    """`json.loads` for an SSE data field, failing with a ProtocolError that shows the data.
+
+    Raises:
+        ProtocolError: the data is not JSON (a proxy's page, a cut line).
+    """
+    try:
+        return json.loads(data)
+    except ValueError:
+        shown = data if len(data) <= 200 else data[:200] + "…"
+        raise ProtocolError(f"SSE data is not JSON: {shown!r}", provider=provider) from None
+
+
+def error_from_body(
+    provider: str, status_code: int, body: bytes, headers: Mapping[str, str]
+) -> APIStatusError | ProtocolError:
+    """Build a typed error from an HTTP error body in any of the providers' shapes.
+
+    Shapes (wire-formats.md §6.1): OpenAI `{"error": {"message", "type", "code"}}`; Anthropic
+    `{"type": "error", "error": {"type", "message"}}`; Gemini `{"error": {"code", "message",
+    "status", "details": [{"retryDelay"}]}}`; llama-server `{"error": {"code", "message",
+    "type"}}`. A body that is not JSON (an HTML page from a proxy) keeps its first 2,000
+    characters. A 2xx with such a body is a ProtocolError.
+    """
+    text = body.decode("utf-8", "replace")
+    try:
+        decoded: Any = json.loads(text)
+    except ValueError:
+        decoded = None
+    retry_after = parse_retry_after(dict(headers))
+    if not isinstance(decoded, dict):
+        snippet = " ".join(text[:300].split())
+        content_type = headers.get("content-type", "no content-type")
+        if 200 <= status_code < 300:
+            return ProtocolError(
+                f"expected JSON or an SSE stream, got {content_type}: {snippet!r}",
+                provider=provider,
+            )
+        return status_error(
+            status_code,
+            f"non-JSON error body ({content_type}): {snippet!r}",
+            provider=provider,
+            retry_after=retry_after,
+            body=text[:2000],
+            headers=headers,
+        )
+    message, error_type, hint = describe_error(decoded)
+    if retry_after is None:
+        retry_after = hint
+    return status_error(
+        status_code,
+        message,
+        provider=provider,
+        error_type=error_type,
+        retry_after=retry_after,
+        body=decoded,
+        headers=headers,
+    )
+
+
+def describe_error(payload: Mapping[str, Any]) -> tuple[str, str | None, float | None]:
+    """(message, error type, retry delay seconds) from any provider's error object."""
+    inner = payload.get("error", payload)
+    if not isinstance(inner, Mapping):
+        return str(inner), None, None
+    message = str(inner.get("message") or "no message")
+    error_type = inner.get("type") or inner.get("status") or inner.get("code")
+    delay: float | None = None
+    for detail in inner.get("details") or ():
+        if isinstance(detail, Mapping) and isinstance(detail.get("retryDelay"), str):
+            with contextlib.suppress(ValueError):
+                delay = float(detail["retryDelay"].rstrip("s"))
+    return message, str(error_type) if error_type is not None else None, delay
+
+
+# Error types that providers send inside a 200 stream, mapped to the status they stand for.
+IN_STREAM_STATUS = {
+    "overloaded_error": 529,
+    "api_error": 500,
+    "server_error": 500,
+    "internal_server_error": 500,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "timeout_error": 504,
+    "unavailable_error": 503,
+    "UNAVAILABLE": 503,
+    "INTERNAL": 500,
+    "RESOURCE_EXHAUSTED": 429,
+    "DEADLINE_EXCEEDED": 504,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "insufficient_quota": 429,
+}
+
+
+def in_stream_error(provider: str, payload: Mapping[str, Any]) -> APIStatusError:
+    """A typed error for an error event that arrived inside a 200 stream.
+
+    The status comes from the body (a numeric `code`, else the error type): Anthropic's
+    `overloaded_error` maps to 529 and is retried, `invalid_request_error` to 400 and is not.
+    An unknown type counts as a server error (500): the stream failed on the provider's side.
+    """
+    message, error_type, delay = describe_error(payload)
+    inner = payload.get("error", payload)
+    code = inner.get("code") if isinstance(inner, Mapping) else None
+    if isinstance(code, int) and 400 <= code < 600:
+        status = code
+    else:
+        status = IN_STREAM_STATUS.get(error_type or "", 500)
+    if error_type == "insufficient_quota":
+        # Billing, not load: retrying cannot help (OpenAI's 429 insufficient_quota).
+        err = status_error(
+            status,
+            message,
+            provider=provider,
+            error_type=error_type,
+            body=dict(payload),
+            in_stream=True,
+        )
+        err.retryable = False
+        return err
+    return status_error(
+        status,
+        message,
+        provider=provider,
+        error_type=error_type,
+        retry_after=delay,
+        body=dict(payload),
+        in_stream=True,
+    )
