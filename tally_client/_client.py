@@ -71,6 +71,7 @@ class _BaseClient:
         router: Router | None,
         base_url: str | None,
         api_key: str | None,
+        model: str | None,
         protocol: str,
         timeouts: Timeouts | None,
         retry: RetryPolicy | None,
@@ -78,9 +79,12 @@ class _BaseClient:
         if base_url is not None:
             if providers is not None:
                 raise ConfigurationError("pass either base_url= or providers=, not both")
-            providers = {"default": load_provider(protocol, base_url=base_url, api_key=api_key)}
+            endpoint = load_provider(protocol, base_url=base_url, api_key=api_key)
+            providers = {endpoint.label: endpoint}
             if models is None:
-                models = [ModelSpec("default", "default")]
+                models = [ModelSpec(model or "default", endpoint.label)]
+        elif model is not None and models is None:
+            raise ConfigurationError("model= names the model at base_url=; pass base_url= too")
         if providers is None:
             env_providers, env_models = default_setup()
             providers = env_providers
@@ -195,9 +199,10 @@ class Client(_BaseClient):
         providers: provider key -> provider codec (for example
             `{"vllm": OpenAIChatProvider(base_url="http://gpu:8000/v1", name="vllm")}`).
         router: the router; default the embedded one.
-        base_url: shorthand for one endpoint speaking `protocol` (with models=, or the model
-            "default").
+        base_url: shorthand for one endpoint speaking `protocol`, e.g. a local server
+            "http://127.0.0.1:8080/v1" or Ollama's "http://127.0.0.1:11434/v1".
         api_key: the key for `base_url`.
+        model: the model served at `base_url` (default "default", which llama-server accepts).
         protocol: "openai-chat" (default), "openai-responses", "anthropic" or "gemini".
         timeouts: default time limits (seconds).
         retry: default retry policy.
@@ -217,12 +222,15 @@ class Client(_BaseClient):
         router: Router | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
+        model: str | None = None,
         protocol: str = "openai-chat",
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
     ) -> None:
-        super().__init__(models, providers, router, base_url, api_key, protocol, timeouts, retry)
+        super().__init__(
+            models, providers, router, base_url, api_key, model, protocol, timeouts, retry
+        )
         self._own_http = http_client is None
         self._http = http_client if http_client is not None else httpx.Client(timeout=None)
 
@@ -297,12 +305,15 @@ class AsyncClient(_BaseClient):
         router: Router | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
+        model: str | None = None,
         protocol: str = "openai-chat",
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        super().__init__(models, providers, router, base_url, api_key, protocol, timeouts, retry)
+        super().__init__(
+            models, providers, router, base_url, api_key, model, protocol, timeouts, retry
+        )
         self._own_http = http_client is None
         self._http = http_client if http_client is not None else httpx.AsyncClient(timeout=None)
 

@@ -127,7 +127,7 @@ class EmbeddedRouter:
         reasons: tuple[str, ...]
         phases: tuple[PhasePlan, ...] = ()
         if envelope.phase == "tool":
-            synthesis, synth_conf, synth_reasons = _mode(_signals(envelope, tool_phase=False))
+            synthesis, synth_conf, synth_reasons = _mode(_signals(envelope))
             tool_conf = 0.9 if envelope.consumer != "human" else 0.85
             phases = (
                 PhasePlan("tool", False, tool_conf),
@@ -141,7 +141,7 @@ class EmbeddedRouter:
             )
             stream, stream_conf = False, tool_conf
         else:
-            stream, stream_conf, reasons_list = _mode(_signals(envelope, tool_phase=False))
+            stream, stream_conf, reasons_list = _mode(_signals(envelope))
             reasons = tuple(reasons_list)
         return Decision(
             model=model.name,
@@ -153,7 +153,7 @@ class EmbeddedRouter:
         )
 
 
-def _signals(envelope: Envelope, *, tool_phase: bool) -> list[_Signal]:
+def _signals(envelope: Envelope) -> list[_Signal]:
     signals: list[_Signal] = []
     consumer = envelope.consumer
     if envelope.structure_type == "json":
@@ -169,7 +169,11 @@ def _signals(envelope: Envelope, *, tool_phase: bool) -> list[_Signal]:
         signals.append(
             (1.5, f"long output (~{n} tokens): an atomic call would keep a reader waiting")
         )
-    if envelope.structure_type in ("prose", "code", "mixed"):
+    if envelope.structure_type in ("prose", "code", "mixed") and consumer not in (
+        "machine",
+        "pipeline",
+    ):
+        # Only worth anything if someone may be watching the text arrive.
         signals.append((0.5, f"{envelope.structure_type} can be shown as it arrives"))
     if envelope.time_sensitive and consumer == "human":
         signals.append((0.5, "time-sensitive for a reader: first token as early as possible"))

@@ -81,6 +81,19 @@ class OpenAIChatProvider(Provider):
     api_key_env = ("OPENAI_API_KEY",)
     default_base_url = "https://api.openai.com/v1"
 
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(base_url=base_url, api_key=api_key, headers=headers, name=name)
+        self._official = urlsplit(self.base_url).hostname == "api.openai.com"
+        if name is None and not self._official:
+            self.label = "openai-compatible"
+
     def build_request(self, spec: CallSpec, model: str, *, stream: bool) -> WireRequest:
         """The `/chat/completions` request; streams always ask for the usage chunk."""
         body: dict[str, Any] = {
@@ -93,8 +106,7 @@ class OpenAIChatProvider(Provider):
         if spec.max_tokens is not None:
             # api.openai.com's reasoning models accept only max_completion_tokens; compatible
             # servers (llama.cpp, vLLM, Ollama) know max_tokens.
-            official = urlsplit(self.base_url).hostname == "api.openai.com"
-            body["max_completion_tokens" if official else "max_tokens"] = spec.max_tokens
+            body["max_completion_tokens" if self._official else "max_tokens"] = spec.max_tokens
         if spec.temperature is not None:
             body["temperature"] = spec.temperature
         if spec.schema is not None:

@@ -1,0 +1,26 @@
+"""Shared fixtures: the real local model (llama-server) and the byte-exact replay server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tally_client.testing.llama import LlamaServer, LlamaServerError
+
+
+@pytest.fixture(scope="session")
+def llama() -> Iterator[LlamaServer]:
+    """A real llama-server with SmolLM2-135M on 127.0.0.1, for the whole session.
+
+    It is never skipped: if it cannot be provisioned or started, every live test fails with
+    the reason, so CI cannot pass without the real model.
+    """
+    try:
+        server = LlamaServer.start()
+    except LlamaServerError as exc:
+        pytest.fail(f"the live suite needs llama-server and it could not start: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,136 @@
+"""The embedded router reproduces the streaming table of DESIGN.md and explains itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tally_client import ConfigurationError, EmbeddedRouter, ModelSpec, build_envelope
+from tally_client._routing import choose_model
+
+LOCAL = [ModelSpec("local", "local", quality=1, context_window=4096, cost=0.0)]
+TOOL = [{"name": "get_weather", "parameters": {"type": "object"}}]
+TOOL_RESULT: list[dict[str, Any]] = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": []},
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
+]
+
+# (row, envelope arguments, expected stream, minimum confidence)
+TABLE = [
+    ("conversational chat UI", dict(task_type="chat", consumer="human"), True, 0.85),
+    (
+        "long article",
+        dict(task_type="creative-writing", consumer="human", expected_output_tokens=2500),
+        True,
+        0.9,
+    ),
+    (
+        "large code file",
+        dict(
+            task_type="code-generation",
+            structure_type="code",
+            consumer="human",
+            expected_output_tokens=4000,
+        ),
+        True,
+        0.9,
+    ),
+    (
+        "extract structured data",
+        dict(task_type="extraction", schema={"type": "object"}, consumer="machine"),
+        False,
+        0.9,
+    ),
+    (
+        "function / tool call",
+        dict(tools=TOOL, structure_type="json", consumer="machine"),
+        False,
+        0.85,
+    ),
+    (
+        "classify or label input",
+        dict(task_type="classification", consumer="machine", expected_output_tokens=5),
+        False,
+        0.9,
+    ),
+]
+
+
+@pytest.mark.parametrize(("row", "kwargs", "stream", "floor"), TABLE, ids=[r[0] for r in TABLE])
+def test_table_rows(row: str, kwargs: dict, stream: bool, floor: float) -> None:
+    decision = EmbeddedRouter().route(build_envelope(**kwargs), LOCAL)
+    assert decision.stream is stream, decision.reasons
+    assert decision.confidence.stream >= floor, (row, decision.confidence)
+    assert decision.reasons and all(isinstance(r, str) and r for r in decision.reasons)
+
+
+def test_short_email_summary_is_either_with_low_confidence() -> None:
+    # Row 7: short prose, consumer unknown: the signals conflict, so either mode is fine and
+    # the router must say it is unsure.
+    envelope = build_envelope(task_type="summarisation", expected_output_tokens=120)
+    decision = EmbeddedRouter().route(envelope, LOCAL)
+    assert decision.confidence.stream <= 0.6
+    assert any("conflict" in r for r in decision.reasons)
+
+
+def test_mcp_tool_invocation_then_streamed_synthesis() -> None:
+    # Row 8: with tools and a human reader, the tool phase is atomic and the synthesis streams.
+    router = EmbeddedRouter()
+    tool_phase = router.route(
+        build_envelope(tools=TOOL, structure_type="mixed", consumer="human"), LOCAL
+    )
+    assert tool_phase.stream is False
+    assert [(p.phase, p.stream) for p in tool_phase.phases] == [
+        ("tool", False),
+        ("synthesis", True),
+    ]
+    # The call that carries the tool results is the synthesis: it streams.
+    synthesis = router.route(
+        build_envelope(TOOL_RESULT, tools=TOOL, structure_type="mixed", consumer="human"), LOCAL
+    )
+    assert synthesis.stream is True
+    assert synthesis.phases == ()
+
+
+def test_conflicting_signals_lower_the_confidence() -> None:
+    router = EmbeddedRouter()
+    agreed = router.route(build_envelope(schema={"type": "object"}, consumer="machine"), LOCAL)
+    conflicted = router.route(build_envelope(schema={"type": "object"}, consumer="human"), LOCAL)
+    assert agreed.stream is False and conflicted.stream is False
+    assert conflicted.confidence.stream < agreed.confidence.stream - 0.2
+    human_long = router.route(build_envelope(consumer="human", expected_output_tokens=900), LOCAL)
+    human_short = router.route(build_envelope(consumer="human", expected_output_tokens=20), LOCAL)
+    assert human_short.confidence.stream < human_long.confidence.stream
+
+
+def test_model_choice_cheapest_good_enough_and_fastest_when_time_sensitive() -> None:
+    models = [
+        ModelSpec("nano", "p", quality=1, cost=0.1, latency=0.5),
+        ModelSpec("mini", "p", quality=2, cost=0.4, latency=0.9),
+        ModelSpec("big", "p", quality=3, cost=2.0, latency=0.8),
+    ]
+    classify = build_envelope(consumer="machine", expected_output_tokens=5)
+    assert choose_model(classify, models)[0].name == "nano"
+    extract = build_envelope(schema={"type": "object"}, consumer="machine")
+    assert choose_model(extract, models)[0].name == "mini"
+    code = build_envelope(structure_type="code", consumer="human")
+    assert choose_model(code, models)[0].name == "big"
+    fast = build_envelope(schema={"type": "object"}, time_sensitive=True)
+    assert choose_model(fast, models)[0].name == "big"  # quality >= 2 and the lowest latency
+
+
+def test_model_choice_respects_the_context_window() -> None:
+    models = [
+        ModelSpec("small-window", "p", quality=3, context_window=4_096, cost=0.1),
+        ModelSpec("big-window", "p", quality=3, context_window=200_000, cost=1.0),
+    ]
+    long_input = build_envelope(context_tokens=50_000)
+    assert long_input.context_length == "extended"
+    assert choose_model(long_input, models)[0].name == "big-window"
+
+
+def test_no_models_is_a_configuration_error_naming_the_fix() -> None:
+    with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
+        EmbeddedRouter().route(build_envelope(), [])
