@@ -21,6 +21,10 @@ from .providers._base import Provider
 
 __all__ = ["AsyncClient", "CallOptions", "Client"]
 
+POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+"""Streams hold a connection for their whole length: httpx's default cap of 100 connections
+would make the 101st concurrent stream wait for a slot, so the pool is wider."""
+
 
 class CallOptions(TypedDict, total=False):
     """Keyword options every call method takes (all optional).
@@ -232,7 +236,11 @@ class Client(_BaseClient):
             models, providers, router, base_url, api_key, model, protocol, timeouts, retry
         )
         self._own_http = http_client is None
-        self._http = http_client if http_client is not None else httpx.Client(timeout=None)
+        self._http = (
+            http_client
+            if http_client is not None
+            else httpx.Client(timeout=None, limits=POOL_LIMITS)
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -315,7 +323,11 @@ class AsyncClient(_BaseClient):
             models, providers, router, base_url, api_key, model, protocol, timeouts, retry
         )
         self._own_http = http_client is None
-        self._http = http_client if http_client is not None else httpx.AsyncClient(timeout=None)
+        self._http = (
+            http_client
+            if http_client is not None
+            else httpx.AsyncClient(timeout=None, limits=POOL_LIMITS)
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -29,12 +29,14 @@ PROVIDERS: dict[str, str] = {
 }
 """Protocol name -> provider class, as an import string."""
 
-# (env vars, protocol, provider key, models: name, quality, context window, cost, latency)
+# (key env vars, base URL env var, protocol, provider key,
+#  models: name, quality, context window in tokens, relative cost, relative latency)
 _CATALOG: tuple[
-    tuple[tuple[str, ...], str, str, tuple[tuple[str, int, int, float, float], ...]], ...
+    tuple[tuple[str, ...], str, str, str, tuple[tuple[str, int, int, float, float], ...]], ...
 ] = (
     (
         ("OPENAI_API_KEY",),
+        "OPENAI_BASE_URL",
         "openai-chat",
         "openai",
         (
@@ -45,6 +47,7 @@ _CATALOG: tuple[
     ),
     (
         ("ANTHROPIC_API_KEY",),
+        "ANTHROPIC_BASE_URL",
         "anthropic",
         "anthropic",
         (
@@ -54,6 +57,7 @@ _CATALOG: tuple[
     ),
     (
         ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        "GOOGLE_GEMINI_BASE_URL",
         "gemini",
         "gemini",
         (
@@ -84,17 +88,21 @@ def default_setup(
 ) -> tuple[dict[str, Provider], list[ModelSpec]]:
     """The providers and models for every provider key found in the environment.
 
+    Keys: OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY or GOOGLE_API_KEY; base URLs
+    (optional, the official SDKs' names): OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
+    GOOGLE_GEMINI_BASE_URL.
+
     With no key set, one OpenAI-compatible endpoint: `$TALLY_LOCAL_BASE_URL`, by default
     http://127.0.0.1:8080/v1 (llama-server's default), serving the model "local".
     """
     env = os.environ if env is None else env
     providers: dict[str, Provider] = {}
     models: list[ModelSpec] = []
-    for env_vars, protocol, key, entries in _CATALOG:
+    for env_vars, base_url_var, protocol, key, entries in _CATALOG:
         api_key = next((env[v] for v in env_vars if env.get(v)), None)
         if api_key is None:
             continue
-        providers[key] = load_provider(protocol, api_key=api_key)
+        providers[key] = load_provider(protocol, api_key=api_key, base_url=env.get(base_url_var))
         models.extend(ModelSpec(n, key, q, w, c, lat) for n, q, w, c, lat in entries)
     if not providers:
         base_url = env.get(LOCAL_BASE_URL_ENV) or LOCAL_BASE_URL

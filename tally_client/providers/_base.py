@@ -170,6 +170,14 @@ def error_from_body(
             body=text[:2000],
             headers=headers,
         )
+    if 200 <= status_code < 300:
+        if decoded.get("error") or decoded.get("type") == "error":
+            return in_stream_error(provider, decoded)
+        return ProtocolError(
+            f"expected an SSE stream, got a JSON body ({len(text)} bytes): the server or a "
+            "proxy on the way ignored stream=true",
+            provider=provider,
+        )
     message, error_type, hint = describe_error(decoded)
     if retry_after is None:
         retry_after = hint
