@@ -71,7 +71,6 @@ class Accumulator:
         "finish_reason",
         "first_at",
         "last_at",
-        "n_events",
         "raw_finish_reason",
         "started",
         "usage",
@@ -88,11 +87,9 @@ class Accumulator:
         self.raw_finish_reason: str | None = None
         self.first_at: float | None = None
         self.last_at = started
-        self.n_events = 0
 
     def add(self, event: StreamEvent, now: float) -> None:
         """Fold one event in; `now` is its arrival time in seconds (monotonic clock)."""
-        self.n_events += 1
         kind = type(event)
         if kind is TextDelta:
             self._text.append(event.text)  # type: ignore[union-attr]
@@ -394,7 +391,7 @@ class Supervisor:
         self._attempts.append(Attempt(self.attempt, error, len(partial.text), delay or 0.0))
         self._partials.append(partial)
         if delay is not None and self.stream:
-            if self.acc.n_events:
+            if self.acc.has_output:  # text, thinking or tool-call deltas were shown
                 self._discarded.append(partial.text)
             if self._discarded:
                 # What this and earlier failed attempts showed is cleared by one Reset,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tally_client import AsyncClient, Reset, RetryPolicy
-from tally_client.testing.replay import Reply, ReplayServer, Scenario
+from tally_client.testing.replay import ReplayServer, Reply, Scenario
 
 pytestmark = pytest.mark.load
 
