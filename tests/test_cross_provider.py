@@ -53,6 +53,7 @@ def test_text_answer(server: ReplayServer, provider: str, stream: bool) -> None:
     assert r.finish_reason == "stop"
     assert r.tool_calls == ()
     assert r.usage.reported
+    assert r.usage.input_tokens is not None
     assert r.usage.output_tokens is not None and r.usage.output_tokens > 0
     assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
     assert r.provider in ("openai-compatible", "anthropic", "gemini")  # a non-OpenAI host

@@ -83,7 +83,7 @@ def server() -> Iterator[ReplayServer]:
 def expected_text(wire: Wire, body: bytes) -> str:
     """The text our decoder gives for the whole events in `body` (the oracle tests pin it)."""
     decoder = load_provider(wire.protocol, api_key="test-key").new_decoder()
-    text = []
+    text: list[str] = []
     for raw in wire.events(body):
         name, data = "message", []
         for line in raw.decode("utf-8").replace("\r\n", "\n").split("\n"):
@@ -151,7 +151,7 @@ def check_invariants(out: Outcome) -> None:
 
 
 def boundary_cases() -> list[tuple[Wire, int]]:
-    cases = []
+    cases: list[tuple[Wire, int]] = []
     for wire in AVAILABLE:
         n = len(wire.events(wire.body("text")))
         cases.extend((wire, k) for k in range(1, n))
@@ -217,8 +217,7 @@ def faulty(wire: Wire, fault: str) -> tuple[Reply, type[ProviderError] | None, b
         return Reply(body=full[:at_mid] + bad + full[at_mid:]), ProtocolError, full[:at_mid]
     assert fault == "error_event"
     body = wire.body("error_event")
-    error_at = body.index(b"error")
-    start = max(p for p in _boundaries(wire.events(body)) if p <= error_at)
+    start = _boundaries(wire.events(body))[-2]  # the error is each recording's last event
     return Reply(body=body), ProviderError, body[:start]
 
 

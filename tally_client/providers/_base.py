@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
+from urllib.parse import urlencode
 
 from .._errors import APIStatusError, ProtocolError, status_error
 from .._events import StreamEvent
@@ -73,11 +74,19 @@ class Provider:
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self._api_key = api_key
         self.extra_headers = dict(headers or {})
         self.label = name or self.name
+        self.query = dict(query or {})
+
+    def endpoint(self, path: str) -> str:
+        """The URL for `path` under the base URL, with the provider's query (Azure's
+        `api-version`) appended."""
+        url = f"{self.base_url}{path}"
+        return f"{url}?{urlencode(self.query)}" if self.query else url
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"

@@ -12,7 +12,7 @@ Wire facts (wire-formats.md §1, §5.1; OpenAI API reference, "Chat Completions"
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from .._errors import ProtocolError
@@ -88,11 +88,30 @@ class OpenAIChatProvider(Provider):
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         name: str | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(base_url=base_url, api_key=api_key, headers=headers, name=name)
+        super().__init__(
+            base_url=base_url, api_key=api_key, headers=headers, name=name, query=query
+        )
         self._official = urlsplit(self.base_url).hostname == "api.openai.com"
         if name is None and not self._official:
             self.label = "openai-compatible"
+
+    @classmethod
+    def from_sdk(cls, client: Any, *, name: str | None = None) -> Self:
+        """Build the provider from a configured `openai.OpenAI` / `AsyncOpenAI` /
+        `AzureOpenAI` / `AsyncAzureOpenAI` client: its key, base URL, organization and project
+        headers, default headers; for Azure, the `api-key` header (or the Entra ID token as
+        Bearer). See `_openai_sdk._from_openai_sdk`.
+
+        Raises:
+            ConfigurationError: the client authenticates per request (an `api_key` callable,
+                an Azure AD token provider, workload identity); or it is an Azure client,
+                whose `api-version` query this class cannot send yet.
+        """
+        from ._openai_sdk import _from_openai_sdk
+
+        return _from_openai_sdk(cls, client, name=name)
 
     def build_request(self, spec: CallSpec, model: str, *, stream: bool) -> WireRequest:
         """The `/chat/completions` request; streams always ask for the usage chunk."""
@@ -130,7 +149,7 @@ class OpenAIChatProvider(Provider):
         headers = {**self.extra_headers}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        return WireRequest(f"{self.base_url}/chat/completions", body, headers)
+        return WireRequest(self.endpoint("/chat/completions"), body, headers)
 
     def decode_body(self, body: Any) -> AtomicResult:
         """Decode a `chat.completion` body into events (text, tool calls, usage, finish)."""
