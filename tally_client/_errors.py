@@ -3,8 +3,7 @@
 ```
 TallyError                          root of everything raised here
 ├── ConfigurationError              the caller's set-up is wrong: fix the code or the environment
-│   ├── MissingAPIKeyError          names the environment variable to set
-│   └── MissingDependencyError      names the `pip install` to run
+│   └── MissingAPIKeyError          names the environment variable to set
 ├── StreamError                     a Stream used the wrong way (read after close, iterated twice)
 ├── StructuredOutputError           a schema was asked for and the final text is not valid JSON
 └── ProviderError                   the provider, or the path to it, failed the call
@@ -47,7 +46,6 @@ __all__ = [
     "FirstTokenTimeout",
     "IdleTimeout",
     "MissingAPIKeyError",
-    "MissingDependencyError",
     "OverloadedError",
     "ProtocolError",
     "ProviderError",
@@ -85,15 +83,6 @@ class MissingAPIKeyError(ConfigurationError):
         super().__init__(
             f"no API key for provider {provider!r}: set {names}, or pass api_key= to the client"
         )
-
-
-class MissingDependencyError(ConfigurationError):
-    """An optional extra is needed and not installed; the message has the pip command."""
-
-    def __init__(self, module: str, extra: str) -> None:
-        self.module = module
-        self.extra = extra
-        super().__init__(f"{module!r} is not installed: run  pip install 'tally-client[{extra}]'")
 
 
 class StreamError(TallyError):

@@ -9,7 +9,16 @@ import sys
 import pytest
 
 import tally_client
-from tally_client import AsyncClient, AsyncStream, Client, Stream
+from tally_client import (
+    AsyncClient,
+    AsyncStream,
+    AuthenticationError,
+    Client,
+    MissingAPIKeyError,
+    Stream,
+)
+from tally_client._config import default_setup
+from tally_client.testing import ReplayServer, Reply
 
 TWINS = [(Client, AsyncClient), (Stream, AsyncStream)]
 
@@ -74,3 +83,41 @@ def test_client_repr_never_shows_the_key() -> None:
         assert "sk-secret" not in repr(client.providers["openai-compatible"])
     finally:
         client.close()
+
+
+def test_official_host_without_a_key_names_the_environment_variable() -> None:
+    from tally_client.providers.anthropic import AnthropicProvider
+    from tally_client.providers.openai_chat import OpenAIChatProvider
+
+    with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY"):
+        OpenAIChatProvider()
+    with pytest.raises(MissingAPIKeyError, match="ANTHROPIC_API_KEY"):
+        AnthropicProvider()
+    OpenAIChatProvider(base_url="http://127.0.0.1:8080/v1")  # a local server needs none
+
+
+def test_providers_and_models_come_from_the_environment() -> None:
+    providers, models = default_setup({"ANTHROPIC_API_KEY": "k", "GEMINI_API_KEY": "g"})
+    assert sorted(providers) == ["anthropic", "gemini"]
+    assert {m.provider for m in models} == {"anthropic", "gemini"}
+    providers, models = default_setup({"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "http://h/v1"})
+    assert providers["openai"].base_url == "http://h/v1"
+    providers, models = default_setup({})
+    assert list(providers) == ["local"]
+    assert providers["local"].base_url == "http://127.0.0.1:8080/v1"
+    assert [m.name for m in models] == ["local"]
+
+
+def test_secrets_never_reach_errors_reprs_or_responses() -> None:
+    key = "sk-live-SECRET-4242"
+    body = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error"}}
+    with ReplayServer() as server:
+        url = server.add(Reply.error(401, body))
+        with Client(base_url=url + "/v1", api_key=key) as client:
+            stream = client.stream("hi")
+            with pytest.raises(AuthenticationError) as info:
+                stream.final()
+            seen = [str(info.value), repr(info.value), repr(info.value.body), repr(client),
+                    repr(stream.snapshot()), repr(client.providers)]  # fmt: skip
+        assert server.requests(url)[0].headers["authorization"] == f"Bearer {key}"  # it was sent
+    assert not any(key in text for text in seen)

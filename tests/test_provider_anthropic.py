@@ -65,7 +65,7 @@ def sse_events(body: bytes) -> list[tuple[str, str]]:
 
 def decode(body: bytes) -> tuple[MessagesStreamDecoder, Accumulator]:
     """Feed a whole SSE body through a fresh decoder into an Accumulator."""
-    decoder = AnthropicProvider().new_decoder()
+    decoder = AnthropicProvider(api_key="test-key").new_decoder()
     acc = Accumulator(0.0)
     for name, data in sse_events(body):
         for event in decoder.feed(name, data):
@@ -168,7 +168,7 @@ def test_recorded_tool_call_arguments_parse() -> None:
 
 
 def test_recorded_error_event_raises_overloaded() -> None:
-    decoder = AnthropicProvider(name="claude").new_decoder()
+    decoder = AnthropicProvider(api_key="test-key", name="claude").new_decoder()
     events = sse_events((RECORDINGS / "error_event.sse").read_bytes())
     *before, last = events
     assert last[0] == "error"
@@ -187,7 +187,7 @@ def test_recorded_error_event_raises_overloaded() -> None:
 
 @pytest.mark.parametrize("name", ["text", "tool_call"])
 def test_recorded_body_gives_the_stream_events(name: str) -> None:
-    provider = AnthropicProvider()
+    provider = AnthropicProvider(api_key="test-key")
     body = json.loads((RECORDINGS / f"{name}.json").read_text())
     result = provider.decode_body(body)
     acc = Accumulator(0.0)
@@ -399,7 +399,7 @@ def test_tool_calls_are_numbered_among_tool_calls() -> None:
         ("message_delta", message_delta("tool_use", {"output_tokens": 20})),
         ("message_stop", STOP),
     )
-    decoder = AnthropicProvider().new_decoder()
+    decoder = AnthropicProvider(api_key="test-key").new_decoder()
     events = [e for n, d in sse_events(body) for e in decoder.feed(n, d)]
     deltas = [e for e in events if isinstance(e, ToolCallDelta)]
     assert deltas[0] == ToolCallDelta(0, "toolu_a", "first", "")
@@ -414,7 +414,7 @@ def test_tool_calls_are_numbered_among_tool_calls() -> None:
 
 
 def test_decode_body_error_and_garbage() -> None:
-    provider = AnthropicProvider()
+    provider = AnthropicProvider(api_key="test-key")
     with pytest.raises(OverloadedError):
         provider.decode_body(
             {"type": "error", "error": {"type": "overloaded_error", "message": "x"}}
@@ -436,7 +436,7 @@ def test_decode_body_thinking_and_no_usage() -> None:
         ],
         "stop_reason": "end_turn",
     }
-    result = AnthropicProvider().decode_body(body)
+    result = AnthropicProvider(api_key="test-key").decode_body(body)
     acc = Accumulator(0.0)
     for event in result.events:
         acc.add(event, 0.0)

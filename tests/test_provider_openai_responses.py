@@ -77,7 +77,7 @@ def sse_events(body: bytes) -> list[tuple[str, str]]:
 
 def decode(body: bytes) -> tuple[ResponsesStreamDecoder, Accumulator, list[Any]]:
     """Feed a whole SSE body through a fresh decoder into an Accumulator."""
-    decoder = OpenAIResponsesProvider().new_decoder()
+    decoder = OpenAIResponsesProvider(api_key="test-key").new_decoder()
     acc = Accumulator(0.0)
     seen: list[Any] = []
     for name, data in sse_events(body):
@@ -144,7 +144,7 @@ def test_recorded_stream(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["text", "tool_call"])
 def test_recorded_body_gives_the_stream_events(name: str) -> None:
-    provider = OpenAIResponsesProvider()
+    provider = OpenAIResponsesProvider(api_key="test-key")
     result = provider.decode_body(json.loads(recorded(f"{name}.json")))
     acc = Accumulator(0.0)
     for event in result.events:
@@ -156,7 +156,7 @@ def test_recorded_body_gives_the_stream_events(name: str) -> None:
 
 
 def test_recorded_flat_error_event_raises_a_retryable_server_error() -> None:
-    decoder = OpenAIResponsesProvider(name="openai").new_decoder()
+    decoder = OpenAIResponsesProvider(api_key="test-key", name="openai").new_decoder()
     texts: list[str] = []
     with pytest.raises(ServerError) as info:
         for name, data in sse_events(recorded("error_event.sse")):
@@ -174,7 +174,7 @@ def test_recorded_flat_error_event_raises_a_retryable_server_error() -> None:
 
 
 def test_recorded_response_failed_raises_with_its_error() -> None:
-    decoder = OpenAIResponsesProvider().new_decoder()
+    decoder = OpenAIResponsesProvider(api_key="test-key").new_decoder()
     with pytest.raises(ServerError) as info:
         for name, data in sse_events(recorded("failed.sse")):
             decoder.feed(name, data)
@@ -421,7 +421,7 @@ def test_the_common_text_delta_is_one_event() -> None:
 
 
 def test_decode_body_shapes() -> None:
-    provider = OpenAIResponsesProvider()
+    provider = OpenAIResponsesProvider(api_key="test-key")
     body = {
         "id": "resp_B",
         "model": "m",
@@ -576,7 +576,7 @@ def test_key_never_in_repr() -> None:
 
 
 def test_label_follows_the_endpoint() -> None:
-    assert OpenAIResponsesProvider().label == "openai"
+    assert OpenAIResponsesProvider(api_key="test-key").label == "openai"
     assert OpenAIResponsesProvider(base_url="http://127.0.0.1:1/v1").label == "openai-compatible"
     assert OpenAIResponsesProvider(base_url="http://h/v1", name="vllm").label == "vllm"
 

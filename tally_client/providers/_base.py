@@ -11,9 +11,9 @@ import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-from .._errors import APIStatusError, ProtocolError, status_error
+from .._errors import APIStatusError, MissingAPIKeyError, ProtocolError, status_error
 from .._events import StreamEvent
 from .._request import CallSpec, WireRequest
 from .._retry import parse_retry_after
@@ -21,6 +21,7 @@ from .._retry import parse_retry_after
 __all__ = ["AtomicResult", "Provider", "StreamDecoder", "error_from_body", "loads_event"]
 
 NO_EVENTS: tuple[StreamEvent, ...] = ()
+_AUTH_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
 
 
 class StreamDecoder(Protocol):
@@ -60,6 +61,10 @@ class Provider:
     """Base of the provider codecs. Subclasses set `name` and implement the four methods.
 
     The API key is kept out of `repr()` and never put in an error message.
+
+    Raises:
+        MissingAPIKeyError: the provider's official host with no key and no auth header (the
+            message names the environment variable to set).
     """
 
     name: ClassVar[str] = "provider"
@@ -81,6 +86,10 @@ class Provider:
         self.extra_headers = dict(headers or {})
         self.label = name or self.name
         self.query = dict(query or {})
+        official = urlsplit(self.default_base_url).hostname
+        has_auth = any(h.lower() in _AUTH_HEADERS for h in self.extra_headers)
+        if not api_key and not has_auth and urlsplit(self.base_url).hostname == official:
+            raise MissingAPIKeyError(self.label, self.api_key_env)
 
     def endpoint(self, path: str) -> str:
         """The URL for `path` under the base URL, with the provider's query (Azure's

@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._errors import ConfigurationError, MissingAPIKeyError, ProtocolError
+from .._errors import ConfigurationError, ProtocolError
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
 from .._request import CallSpec, Message, WireRequest
 from .._response import FinishReason, ToolCall, Usage
@@ -333,8 +333,6 @@ class GeminiProvider(Provider):
                 f"api_version must look like 'v1' or 'v1beta', not {api_version!r}"
             )
         self.api_version = api_version
-        if not api_key and urlsplit(self.base_url).hostname == OFFICIAL_HOST:
-            raise MissingAPIKeyError(self.label, self.api_key_env)
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
