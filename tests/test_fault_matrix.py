@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tally_client import (
     Client,
@@ -27,6 +29,7 @@ from tally_client import (
     Response,
     RetryPolicy,
     ServerError,
+    StreamEvent,
     StreamInterrupted,
     TextDelta,
     Timeouts,
@@ -274,3 +277,32 @@ def test_status_faults(
     assert type(first.error) is error_type
     if label == "429":
         assert first.wait == pytest.approx(0.02)
+
+
+SCENARIOS = ["text", "tool_call"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("wire", AVAILABLE, ids=lambda w: w.name)
+def test_random_byte_splits_give_the_same_events(
+    server: ReplayServer, wire: Wire, scenario: str
+) -> None:
+    body = wire.body(scenario)
+
+    def events(reply: Reply) -> list[StreamEvent]:
+        provider = load_provider(wire.protocol, base_url=server.add(reply) + wire.path,
+                                 api_key="test-key")  # fmt: skip
+        with Client([_spec(wire)], providers={"p": provider}, retry=NO_RETRY) as client:
+            with client.stream("hi") as stream:
+                out = list(stream)
+            assert stream.final().state == "complete"
+        return out
+
+    reference = events(Reply(body=body))
+
+    @settings(max_examples=25, deadline=None)
+    @given(sizes=st.lists(st.integers(min_value=1, max_value=61), min_size=1, max_size=6))
+    def check(sizes: list[int]) -> None:
+        assert events(Reply(body=body, split=sizes)) == reference
+
+    check()
