@@ -103,12 +103,12 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class Metrics:
-    """Timing of one call, in seconds; rates in tokens per second.
+    """Timing of the successful attempt of a call, in seconds; rates in tokens per second.
 
     Attributes:
-        ttft: time to first token: from sending the request to the first text, thinking or
-            tool-call delta (for an atomic call, the whole call).
-        total_seconds: from sending the request to the end of the successful attempt.
+        ttft: time to first token: from sending the attempt's request to its first text,
+            thinking or tool-call delta (for an atomic call, the whole call).
+        total_seconds: from sending the attempt's request to its end.
         itl_mean: mean inter-token latency: the mean gap between consecutive deltas.
         itl_p95: the 95th percentile of those gaps.
         output_tokens_per_second: reported output tokens / (total_seconds - ttft); None when
