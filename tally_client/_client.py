@@ -270,6 +270,9 @@ class Client(_BaseClient):
     def stream(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Stream:
         """Start a streamed call: iterate its events or text, or block on `final()`.
 
+        The request goes out when the stream is first iterated (or `final()` is called), so
+        a stream that is never read costs nothing.
+
         Args:
             prompt: a prompt string, or messages in the Chat Completions shape.
             **options: see `CallOptions`.
