@@ -231,7 +231,11 @@ class OverloadedError(ServerError):
 
 
 class ProtocolError(ProviderError):
-    """The body broke the provider's protocol: an HTML page, a non-JSON data line, bad UTF-8.
+    """The body broke the provider's protocol: an HTML page with a 200, a non-JSON data
+    line, JSON of a shape the protocol does not allow, a JSON body where a stream was asked.
+
+    (Bytes that are not UTF-8 are not an error: the SSE specification decodes a stream with
+    replacement, so they arrive as U+FFFD.)
 
     Retryable: such bodies almost always come from a proxy or a broken connection.
     """

@@ -76,7 +76,8 @@ class Reset:
     Attributes:
         attempt: the number of the attempt that starts now (2 for the first retry).
         discarded_text: the text yielded since the previous Reset (what to clear).
-        error: the error that ended the failed attempt.
+        error: the error that ended the most recent failed attempt (when several attempts
+            failed since the last Reset, the earlier errors are on `Response.attempts`).
     """
 
     attempt: int

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     FirstTokenTimeout,
     IdleTimeout,
+    ProtocolError,
     ProviderError,
     StreamInterrupted,
     StructuredOutputError,
@@ -205,6 +206,8 @@ class Supervisor:
         self._partials: list[Response] = []
         self._discarded: list[str] = []
         self._reset_error: ProviderError | None = None
+        self.reading_since: float | None = None
+        self.last_read = self.started
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -216,6 +219,8 @@ class Supervisor:
         self.attempt += 1
         self.acc = Accumulator(now)
         self.decoder = self.provider.new_decoder() if self.stream else None
+        self.reading_since = None
+        self.last_read = now
 
     def connect_timeout(self) -> float | None:
         """Seconds the driver may spend connecting (bounded by what is left of `total`)."""
@@ -230,35 +235,89 @@ class Supervisor:
         first = self.timeouts.first_token if self.stream else None
         return _smaller(first, self._remaining())
 
-    def read_timeout(self) -> float | None:
-        """Seconds the driver may wait for each read of the body: the idle limit.
+    def body_socket_timeout(self) -> float | None:
+        """The socket read limit once the body starts: a safety net, the rest of `total`.
 
-        Before the first token the first-token limit still bounds it, and the whole call's
-        remaining time always does.
+        httpcore reads it once per body, so it cannot follow the phases; `deadline()` does.
         """
-        limit = self.timeouts.idle
-        if not self.acc.has_output and self.timeouts.first_token is not None:
-            left = self.timeouts.first_token - (self.clock() - self.acc.started)
-            limit = _smaller(limit, max(left, 0.001))
-        return _smaller(limit, self._remaining())
+        return self._remaining()
 
-    def read_timed_out(self) -> ProviderError:
-        """The typed error for a read that hit the socket time limit the driver was given."""
+    def headers_received(self) -> None:
+        """The response headers arrived: body reading starts now."""
+        self.reading_since = None
+        self.last_read = self.clock()
+
+    def read_started(self) -> None:
+        """The driver is about to block reading the body."""
+        self.reading_since = self.clock()
+
+    def read_returned(self) -> None:
+        """A read of the body returned data.
+
+        Raises:
+            FirstTokenTimeout, TotalTimeout: the limit passed even though bytes kept coming
+                (keep-alive comments, events without output, a trickle).
+        """
         now = self.clock()
-        seconds = now - self.acc.started
-        name = self.provider.label
-        total = self.timeouts.total
-        if total is not None and now - self.started >= total - 0.01:
+        self.reading_since = None
+        self.last_read = now
+        t = self.timeouts
+        if t.total is not None and now - self.started > t.total:
+            raise self.timeout_error("total")
+        if (
+            self.stream
+            and t.first_token is not None
+            and not self.acc.has_output
+            and now - self.acc.started > t.first_token
+        ):
+            raise self.timeout_error("first_token")
+
+    def deadline(self) -> tuple[float, str] | None:
+        """When the current body read must be abandoned, and which limit that is.
+
+        `total` and, before a stream's first output, `first_token` are absolute deadlines;
+        `idle` counts only time spent blocked in the current read (a consumer that is slow to
+        ask for the next event is not a stalled stream) and applies once output began (for
+        an atomic call, once its headers arrived). None: no limit applies now.
+        """
+        t = self.timeouts
+        best: tuple[float, str] | None = None
+        if t.total is not None:
+            best = (self.started + t.total, "total")
+        if self.stream and not self.acc.has_output:
+            if t.first_token is not None:
+                best = _earlier(best, (self.acc.started + t.first_token, "first_token"))
+        elif t.idle is not None and self.reading_since is not None:
+            best = _earlier(best, (self.reading_since + t.idle, "idle"))
+        return best
+
+    def wait_seconds(self) -> float | None:
+        """Seconds the read starting now may block (for an async timeout), or None."""
+        limit = self.deadline()
+        return None if limit is None else max(0.0, limit[0] - self.clock())
+
+    def timeout_error(self, kind: str) -> ProviderError:
+        """The typed error for a limit that passed: "total", "first_token" or "idle"."""
+        name, t = self.provider.label, self.timeouts
+        if kind == "total":
+            total = t.total or 0.0
             return TotalTimeout(f"the call ran past {total:g} s", provider=name, seconds=total)
-        first = self.timeouts.first_token
-        if not self.acc.has_output and first is not None and seconds >= first - 0.01:
+        if kind == "first_token":
+            first = t.first_token or 0.0
             return FirstTokenTimeout(
                 f"no output within {first:g} s of sending the request", provider=name, seconds=first
             )
-        idle = self.timeouts.idle or seconds
+        idle = t.idle or 0.0
         return IdleTimeout(
             f"the stream stalled: no byte for {idle:g} s", provider=name, seconds=idle
         )
+
+    def header_timed_out(self) -> ProviderError:
+        """The typed error for response headers that did not come within `header_timeout()`."""
+        total = self.timeouts.total
+        if total is not None and self.clock() - self.started >= total - 0.01:
+            return self.timeout_error("total")
+        return self.timeout_error("first_token" if self.stream else "total")
 
     def feed(self, event: str, data: str) -> Sequence[StreamEvent]:
         """Decode one SSE event of the current attempt and fold it in.
@@ -267,40 +326,25 @@ class Supervisor:
             The events to yield; a pending `Reset` comes first.
 
         Raises:
-            ProviderError: an in-stream error event, undecodable data, or a time limit passed.
+            ProviderError: an in-stream error event, or data the protocol does not allow
+                (ProtocolError, also for JSON of an unexpected shape).
         """
-        events = self.decoder.feed(event, data)  # type: ignore[union-attr]
+        try:
+            events = self.decoder.feed(event, data)  # type: ignore[union-attr]
+        except (AttributeError, KeyError, TypeError, IndexError) as exc:
+            raise self._shape_error(data, exc) from exc
         if not events:
             return events
         now = self.clock()
         acc = self.acc
         for ev in events:
             acc.add(ev, now)
-        total = self.timeouts.total
-        if total is not None and now - self.started > total:
-            raise TotalTimeout(
-                f"the call ran past {total:g} s", provider=self.provider.label, seconds=total
-            )
         if self._reset_error is not None:
             reset = Reset(self.attempt, "".join(self._discarded), self._reset_error)
             self._reset_error = None
             self._discarded.clear()
             return (reset, *events)
         return events
-
-    def check_first_token(self) -> None:
-        """Raise FirstTokenTimeout if events keep arriving (pings) but no output does."""
-        first = self.timeouts.first_token
-        if (
-            first is not None
-            and not self.acc.has_output
-            and self.clock() - self.acc.started > first
-        ):
-            raise FirstTokenTimeout(
-                f"no output within {first:g} s of sending the request",
-                provider=self.provider.label,
-                seconds=first,
-            )
 
     def end_of_stream(self) -> Response | float:
         """The body ended cleanly. Returns the Response, or a delay before a retry.
@@ -319,7 +363,9 @@ class Supervisor:
         partial = self._build("partial")
         delay = self._next_delay(error, partial)
         if delay is None:
-            return self._longest_partial(partial)
+            # The last attempt ended cleanly, so this is a partial result, not a failure,
+            # even when the longest text came from an attempt that broke.
+            return replace(self._longest_partial(partial), state="partial")
         return delay
 
     def atomic_body(self, body: Any) -> Response:
@@ -328,7 +374,10 @@ class Supervisor:
         Raises:
             ProtocolError: the body is not the provider's response shape.
         """
-        result = self.provider.decode_body(body)
+        try:
+            result = self.provider.decode_body(body)
+        except (AttributeError, KeyError, TypeError, IndexError) as exc:
+            raise self._shape_error(str(body), exc) from exc
         now = self.clock()
         for ev in result.events:
             self.acc.add(ev, now)
@@ -376,6 +425,13 @@ class Supervisor:
         return self._build("partial")
 
     # -- internals -----------------------------------------------------------------------
+
+    def _shape_error(self, data: str, exc: Exception) -> ProtocolError:
+        shown = data if len(data) <= 200 else data[:200] + "…"
+        return ProtocolError(
+            f"unexpected shape for this protocol ({type(exc).__name__}: {exc}): {shown!r}",
+            provider=self.provider.label,
+        )
 
     def _remaining(self) -> float | None:
         if self.timeouts.total is None:
@@ -469,6 +525,10 @@ def check_structured(response: Response, structured: bool) -> Response:
         " The text is in .response.text.",
         response,
     )
+
+
+def _earlier(a: tuple[float, str] | None, b: tuple[float, str]) -> tuple[float, str]:
+    return b if a is None or b[0] < a[0] else a
 
 
 def _smaller(a: float | None, b: float | None) -> float | None:

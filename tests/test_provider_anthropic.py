@@ -730,7 +730,8 @@ def test_e2e_tool_call(server: ReplayServer, name: str) -> None:
     with client_for(url) as client:
         if name.endswith(".sse"):
             stream = client.stream("Weather in Paris?", tools=[tool])
-            assert any(isinstance(e, ToolCallDelta) for e in stream)
+            events = list(stream)  # any() would stop early, which cancels the call
+            assert any(isinstance(e, ToolCallDelta) for e in events)
             response = stream.final()
         else:
             response = client.complete("Weather in Paris?", tools=[tool])

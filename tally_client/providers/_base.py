@@ -13,7 +13,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlencode, urlsplit
 
-from .._errors import APIStatusError, MissingAPIKeyError, ProtocolError, status_error
+from .._errors import (
+    APIStatusError,
+    ConfigurationError,
+    MissingAPIKeyError,
+    ProtocolError,
+    status_error,
+)
 from .._events import StreamEvent
 from .._request import CallSpec, WireRequest
 from .._retry import parse_retry_after
@@ -63,6 +69,7 @@ class Provider:
     The API key is kept out of `repr()` and never put in an error message.
 
     Raises:
+        ConfigurationError: `base_url` is not an http(s) URL.
         MissingAPIKeyError: the provider's official host with no key and no auth header (the
             message names the environment variable to set).
     """
@@ -82,6 +89,16 @@ class Provider:
         query: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = (base_url or self.default_base_url).rstrip("/")
+        try:
+            parts = urlsplit(self.base_url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigurationError(
+                f"base_url must be an http(s) URL such as 'http://127.0.0.1:8080/v1', "
+                f"got {base_url!r}"
+            )
         self._api_key = api_key
         self.extra_headers = dict(headers or {})
         self.label = name or self.name
