@@ -78,6 +78,13 @@ class Provider:
     protocol: ClassVar[str] = "provider"
     api_key_env: ClassVar[tuple[str, ...]] = ()
     default_base_url: ClassVar[str] = ""
+    auth_header: ClassVar[str] = "Authorization"
+    """The header that carries the API key."""
+    auth_scheme: ClassVar[str] = "Bearer "
+    """What comes before the key in that header ("" for a bare key)."""
+    compatible_label: ClassVar[str | None] = None
+    """The provider name reported when the base URL is not the official host (for example
+    "openai-compatible" for llama.cpp, vLLM or Ollama), unless `name=` is given."""
 
     def __init__(
         self,
@@ -103,10 +110,20 @@ class Provider:
         self.extra_headers = dict(headers or {})
         self.label = name or self.name
         self.query = dict(query or {})
-        official = urlsplit(self.default_base_url).hostname
+        self.official = parts.hostname == urlsplit(self.default_base_url).hostname
+        """True when the base URL is the provider's own host."""
+        if name is None and not self.official and self.compatible_label:
+            self.label = self.compatible_label
         has_auth = any(h.lower() in _AUTH_HEADERS for h in self.extra_headers)
-        if not api_key and not has_auth and urlsplit(self.base_url).hostname == official:
+        if not api_key and not has_auth and self.official:
             raise MissingAPIKeyError(self.label, self.api_key_env)
+
+    def request_headers(self, **fixed: str) -> dict[str, str]:
+        """Headers for a request: `fixed` ones, the caller's extra headers, then the key."""
+        headers = {**fixed, **self.extra_headers}
+        if self._api_key:
+            headers[self.auth_header] = f"{self.auth_scheme}{self._api_key}"
+        return headers
 
     def endpoint(self, path: str) -> str:
         """The URL for `path` under the base URL, with the provider's query (Azure's

@@ -258,6 +258,8 @@ class AnthropicProvider(Provider):
     protocol = "anthropic"
     api_key_env = ("ANTHROPIC_API_KEY",)
     default_base_url = "https://api.anthropic.com"
+    auth_header = "x-api-key"
+    auth_scheme = ""
 
     @classmethod
     def from_sdk(cls, client: Any, *, name: str | None = None) -> AnthropicProvider:
@@ -323,9 +325,7 @@ class AnthropicProvider(Provider):
             output_config.update(extra.pop("output_config", None) or {})
             body["output_config"] = output_config
         body.update(extra)
-        headers = {"anthropic-version": API_VERSION, **self.extra_headers}
-        if self._api_key:
-            headers["x-api-key"] = self._api_key
+        headers = self.request_headers(**{"anthropic-version": API_VERSION})
         return WireRequest(f"{self.base_url}/v1/messages", body, headers)
 
     def decode_body(self, body: Any) -> AtomicResult:

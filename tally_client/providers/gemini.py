@@ -308,6 +308,8 @@ class GeminiProvider(Provider):
     protocol = "gemini"
     api_key_env = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     default_base_url = f"https://{OFFICIAL_HOST}"
+    auth_header = "x-goog-api-key"
+    auth_scheme = ""
     default_api_version = "v1beta"
 
     def __init__(
@@ -420,9 +422,7 @@ class GeminiProvider(Provider):
                 body[key] = value
         resource = model if "/" in model else f"models/{model}"
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        headers = {**self.extra_headers}
-        if self._api_key:
-            headers["x-goog-api-key"] = self._api_key
+        headers = self.request_headers()
         url = f"{self.base_url}/{self.api_version}/{resource}:{method}"
         return WireRequest(url, body, headers)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 from .._errors import ProtocolError
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
@@ -80,22 +79,7 @@ class OpenAIChatProvider(Provider):
     protocol = "openai-chat"
     api_key_env = ("OPENAI_API_KEY",)
     default_base_url = "https://api.openai.com/v1"
-
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        name: str | None = None,
-        query: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            base_url=base_url, api_key=api_key, headers=headers, name=name, query=query
-        )
-        self._official = urlsplit(self.base_url).hostname == "api.openai.com"
-        if name is None and not self._official:
-            self.label = "openai-compatible"
+    compatible_label = "openai-compatible"
 
     @classmethod
     def from_sdk(cls, client: Any, *, name: str | None = None) -> Self:
@@ -125,7 +109,7 @@ class OpenAIChatProvider(Provider):
         if spec.max_tokens is not None:
             # api.openai.com's reasoning models accept only max_completion_tokens; compatible
             # servers (llama.cpp, vLLM, Ollama) know max_tokens.
-            body["max_completion_tokens" if self._official else "max_tokens"] = spec.max_tokens
+            body["max_completion_tokens" if self.official else "max_tokens"] = spec.max_tokens
         if spec.temperature is not None:
             body["temperature"] = spec.temperature
         if spec.schema is not None:
@@ -146,10 +130,7 @@ class OpenAIChatProvider(Provider):
                 for t in spec.tools
             ]
         body.update(spec.extra_body)
-        headers = {**self.extra_headers}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return WireRequest(self.endpoint("/chat/completions"), body, headers)
+        return WireRequest(self.endpoint("/chat/completions"), body, self.request_headers())
 
     def decode_body(self, body: Any) -> AtomicResult:
         """Decode a `chat.completion` body into events (text, tool calls, usage, finish)."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 from .._errors import APIStatusError, ProtocolError, status_error
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
@@ -265,21 +264,7 @@ class OpenAIResponsesProvider(Provider):
     protocol = "openai-responses"
     api_key_env = ("OPENAI_API_KEY",)
     default_base_url = "https://api.openai.com/v1"
-
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        name: str | None = None,
-        query: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            base_url=base_url, api_key=api_key, headers=headers, name=name, query=query
-        )
-        if name is None and urlsplit(self.base_url).hostname != "api.openai.com":
-            self.label = "openai-compatible"  # as OpenAIChatProvider labels them
+    compatible_label = "openai-compatible"
 
     @classmethod
     def from_sdk(cls, client: Any, *, name: str | None = None) -> Self:
@@ -335,10 +320,7 @@ class OpenAIResponsesProvider(Provider):
                 for t in spec.tools
             ]
         body.update(spec.extra_body)
-        headers = {**self.extra_headers}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return WireRequest(self.endpoint("/responses"), body, headers)
+        return WireRequest(self.endpoint("/responses"), body, self.request_headers())
 
     def decode_body(self, body: Any) -> AtomicResult:
         """Decode a Response object into events (thinking, text, tool calls, usage, finish).
