@@ -103,3 +103,25 @@ def test_async_client_streams_and_completes(llama: LlamaServer) -> None:
     joined, final_text, atomic_tokens = anyio.run(main)
     assert joined == final_text and joined
     assert 0 < atomic_tokens <= 8
+
+
+def test_one_line_helpers(llama: LlamaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import tally_client
+
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TALLY_LOCAL_BASE_URL", llama.base_url)
+    monkeypatch.setattr(tally_client, "_default_client", None)
+    answer = tally_client.ask("Name the capital of France.", max_tokens=16)
+    assert isinstance(answer, str)
+    assert answer.strip()
+    out = io.StringIO()
+    response = tally_client.ask_stream("Say hello.", file=out, max_tokens=12)
+    assert out.getvalue() == response.text + "\n"
+    assert response.state == "complete"
+    assert response.usage.reported
+    default = tally_client._default_client
+    assert default is not None
+    default.close()
