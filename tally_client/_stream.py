@@ -252,7 +252,6 @@ class Stream(_StreamBase):
         except httpx.HTTPError as exc:
             raise map_error(exc, sup, began=False) from exc
         self._live = response
-        sup.headers_received()
         body_timeout(request, sup)
         return request, response
 
@@ -423,7 +422,6 @@ class AsyncStream(_StreamBase):
         except httpx.HTTPError as exc:
             raise map_error(exc, sup, began=False) from exc
         self._live = response
-        sup.headers_received()
         body_timeout(request, sup)
         return request, response
 

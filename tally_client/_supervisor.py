@@ -1,6 +1,6 @@
 """The stream supervisor: accumulation, completeness, time limits and retries, without I/O.
 
-The sync and async drivers (`_client.py`) do the HTTP and the sleeping; everything they
+The sync and async drivers (`_stream.py`) do the HTTP and the sleeping; everything they
 decide, they ask a `Supervisor`: what time limit the next read has, what a chunk means, whether
 a failure is retried and after how long, and what the final `Response` is. One call, one
 Supervisor; one attempt, one `Accumulator` and one provider decoder.
@@ -207,7 +207,7 @@ class Supervisor:
         self._discarded: list[str] = []
         self._reset_error: ProviderError | None = None
         self.reading_since: float | None = None
-        self.last_read = self.started
+        self._meta: tuple[str | None, str | None] = (None, None)  # an atomic body's model, id
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -220,7 +220,6 @@ class Supervisor:
         self.acc = Accumulator(now)
         self.decoder = self.provider.new_decoder() if self.stream else None
         self.reading_since = None
-        self.last_read = now
 
     def connect_timeout(self) -> float | None:
         """Seconds the driver may spend connecting (bounded by what is left of `total`)."""
@@ -242,11 +241,6 @@ class Supervisor:
         """
         return self._remaining()
 
-    def headers_received(self) -> None:
-        """The response headers arrived: body reading starts now."""
-        self.reading_since = None
-        self.last_read = self.clock()
-
     def read_started(self) -> None:
         """The driver is about to block reading the body."""
         self.reading_since = self.clock()
@@ -260,7 +254,6 @@ class Supervisor:
         """
         now = self.clock()
         self.reading_since = None
-        self.last_read = now
         t = self.timeouts
         if t.total is not None and now - self.started > t.total:
             raise self.timeout_error("total")
@@ -290,11 +283,6 @@ class Supervisor:
         elif t.idle is not None and self.reading_since is not None:
             best = _earlier(best, (self.reading_since + t.idle, "idle"))
         return best
-
-    def wait_seconds(self) -> float | None:
-        """Seconds the read starting now may block (for an async timeout), or None."""
-        limit = self.deadline()
-        return None if limit is None else max(0.0, limit[0] - self.clock())
 
     def timeout_error(self, kind: str) -> ProviderError:
         """The typed error for a limit that passed: "total", "first_token" or "idle"."""
@@ -478,7 +466,7 @@ class Supervisor:
         if self.decoder is not None:
             model, response_id = self.decoder.model, self.decoder.response_id
         else:
-            model, response_id = getattr(self, "_meta", (None, None))
+            model, response_id = self._meta
         text = acc.text
         parsed = None
         if self.structured and state == "complete" and text:
