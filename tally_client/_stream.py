@@ -244,7 +244,7 @@ class Stream(_StreamBase):
                 delay = sup.fail(exc)
             time.sleep(delay)
 
-    def _send(self) -> tuple[httpx.Request, httpx.Response]:
+    def _send(self) -> httpx.Response:
         sup = self._sup
         request = build(self._http, self._wire, sup)
         try:
@@ -253,11 +253,11 @@ class Stream(_StreamBase):
             raise map_error(exc, sup, began=False) from exc
         self._live = response
         body_timeout(request, sup)
-        return request, response
+        return response
 
     def _attempt(self) -> Iterator[StreamEvent]:
         sup = self._sup
-        _, response = self._send()
+        response = self._send()
         watch = None
         try:
             if not is_sse(response):
@@ -286,7 +286,7 @@ class Stream(_StreamBase):
 
     def _atomic(self) -> Response:
         sup = self._sup
-        _, response = self._send()
+        response = self._send()
         watch = watchdog.watch(sup, response)
         try:
             text = SupervisedBody(response, sup).read_text()
@@ -414,7 +414,7 @@ class AsyncStream(_StreamBase):
                 delay = sup.fail(exc)
             await anyio.sleep(delay)
 
-    async def _send(self) -> tuple[httpx.Request, httpx.Response]:
+    async def _send(self) -> httpx.Response:
         sup = self._sup
         request = build(self._http, self._wire, sup)
         try:
@@ -423,11 +423,11 @@ class AsyncStream(_StreamBase):
             raise map_error(exc, sup, began=False) from exc
         self._live = response
         body_timeout(request, sup)
-        return request, response
+        return response
 
     async def _attempt(self) -> AsyncIterator[StreamEvent]:
         sup = self._sup
-        _, response = await self._send()
+        response = await self._send()
         try:
             if not is_sse(response):
                 raise sup.provider.error_from_response(
@@ -446,7 +446,7 @@ class AsyncStream(_StreamBase):
 
     async def _atomic(self) -> Response:
         sup = self._sup
-        _, response = await self._send()
+        response = await self._send()
         try:
             text = await SupervisedBody(response, sup).aread_text()
         except httpx.HTTPError as exc:
