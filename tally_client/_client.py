@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import httpx
 
-from ._config import default_setup, load_provider, provider_for_model
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
 from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
@@ -17,7 +16,9 @@ from ._retry import RetryPolicy, Timeouts
 from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, Router
 from ._stream import AsyncStream, Stream
 from ._supervisor import Supervisor
-from .providers._base import Provider
+
+if TYPE_CHECKING:
+    from .providers._base import Provider
 
 __all__ = ["AsyncClient", "CallOptions", "Client"]
 
@@ -80,6 +81,9 @@ class _BaseClient:
         timeouts: Timeouts | None,
         retry: RetryPolicy | None,
     ) -> None:
+        # The provider registry loads with the first client, not with the package.
+        from ._config import default_setup, load_provider
+
         if base_url is not None:
             if providers is not None:
                 raise ConfigurationError("pass either base_url= or providers=, not both")
@@ -145,6 +149,8 @@ class _BaseClient:
     def _decide(self, envelope: Envelope, model: str | None) -> Decision:
         if model is None:
             return self.router.route(envelope, self.models)
+        from ._config import provider_for_model
+
         spec = next((m for m in self.models if m.name == model), None)
         provider = spec.provider if spec else provider_for_model(model, self.providers)
         decision = self.router.route(envelope, [ModelSpec(model, provider)])

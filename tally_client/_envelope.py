@@ -40,7 +40,7 @@ _CONTEXT_BUCKETS: tuple[tuple[int, ContextLength], ...] = (
 _CHARS_PER_TOKEN = 4  # the usual English estimate; only the bucket is kept, never the text
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Envelope:
     """The shape of one call. Holds no prompt text, no message content, no user data.
 

@@ -18,7 +18,7 @@ may carry `tool_calls` (`ToolCall` objects or OpenAI dicts), a tool turn a `tool
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Tool:
     """A function the model may call.
 
@@ -35,7 +35,7 @@ class Tool:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CallSpec:
     """Everything about a call except the model: what every provider module translates.
 
@@ -58,7 +58,7 @@ class CallSpec:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WireRequest:
     """An HTTP request as a provider module builds it; only the drivers touch httpx.
 

@@ -32,7 +32,7 @@ ResponseState = Literal["complete", "partial", "interrupted", "cancelled"]
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Usage:
     """Token counts for one call, as the provider reported them.
 
@@ -78,7 +78,7 @@ class Usage:
 MISSING_USAGE = Usage()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ToolCall:
     """One tool call the model asked for.
 
@@ -101,7 +101,7 @@ class ToolCall:
         return json.loads(self.arguments) if self.arguments else {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Metrics:
     """Timing of the successful attempt of a call, in seconds; rates in tokens per second.
 
@@ -127,7 +127,7 @@ class Metrics:
     buffered: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Attempt:
     """One try at a call.
 
@@ -144,7 +144,7 @@ class Attempt:
     wait: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Response:
     """The result of one call: atomic, streamed, or what a failed stream got before failing.
 

@@ -10,7 +10,7 @@ from ._errors import APIStatusError, ProviderError
 __all__ = ["RetryPolicy", "Timeouts"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Timeouts:
     """Time limits for one call, in seconds; None disables a limit.
 
@@ -30,7 +30,7 @@ class Timeouts:
     total: float | None = 600.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RetryPolicy:
     """When and how long to wait before trying a failed call again.
 

@@ -31,7 +31,7 @@ LONG_OUTPUT_TOKENS = 800
 """From this many expected output tokens, a reader waits long enough for streaming to matter."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ModelSpec:
     """A model the client may route to.
 
@@ -52,7 +52,7 @@ class ModelSpec:
     latency: float = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Confidence:
     """How sure the router is, 0..1, of the model choice and of the delivery mode."""
 
@@ -60,7 +60,7 @@ class Confidence:
     stream: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PhasePlan:
     """The delivery mode for one phase of a call with tools.
 
@@ -75,7 +75,7 @@ class PhasePlan:
     confidence: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Decision:
     """Which model answers a call and whether it streams.
 

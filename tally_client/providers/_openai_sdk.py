@@ -38,7 +38,7 @@ AZURE_KEY_SENTINEL = "<missing API key>"
 _SDK_HEADERS = frozenset({"accept", "content-type", "user-agent"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class OpenAIClientSettings:
     """Where and how an OpenAI SDK client sends its requests.
 
