@@ -31,7 +31,7 @@ lost, and `attempts`: one record per try when retries ran.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._response import Attempt, Response
@@ -293,8 +293,3 @@ def status_error(
         in_stream=in_stream,
         retryable=retryable,
     )
-
-
-def _short(value: Any, limit: int = 2000) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -153,6 +153,19 @@ def check_invariants(out: Outcome) -> None:
         assert out.final.state != "complete"
 
 
+def check_recovers(server: ReplayServer, wire: Wire, fault: Reply, kept: str) -> Outcome:
+    """The fault, then a good reply: the retry delivers the whole answer, after a Reset
+    exactly when the failed attempt had shown text."""
+    full = wire.body("text")
+    recovered = run(server, wire, [fault, Reply(body=full)], ONE_RETRY)
+    check_invariants(recovered)
+    assert recovered.final.state == "complete"
+    assert recovered.final.text == expected_text(wire, full)
+    assert recovered.resets == (1 if kept else 0)
+    assert len(recovered.final.attempts) == 2
+    return recovered
+
+
 def boundary_cases() -> list[tuple[Wire, int]]:
     cases: list[tuple[Wire, int]] = []
     for wire in AVAILABLE:
@@ -174,13 +187,7 @@ def test_clean_cut_at_each_event_boundary(server: ReplayServer, wire: Wire, k: i
     assert out.final.text == kept
     assert out.final.state == "partial", "a stream without its terminal event is never complete"
     assert out.error is None  # a clean early end is returned, not raised
-    # With one retry the whole answer arrives, after a Reset iff text had been shown.
-    recovered = run(server, wire, [reply, Reply(body=full)], ONE_RETRY)
-    check_invariants(recovered)
-    assert recovered.final.state == "complete"
-    assert recovered.final.text == expected_text(wire, full)
-    assert recovered.resets == (1 if kept else 0)
-    assert len(recovered.final.attempts) == 2
+    check_recovers(server, wire, reply, kept)
 
 
 FAULTS = ["inside_event", "inside_utf8", "reset", "stall", "malformed", "error_event"]
@@ -249,13 +256,7 @@ def test_mid_stream_faults(server: ReplayServer, wire: Wire, fault: str) -> None
         assert len(out.error.attempts) == 1
     if fault == "error_event":
         assert out.error is not None and out.error.retryable  # overloaded / server errors
-    full = wire.body("text")
-    recovered = run(server, wire, [reply, Reply(body=full)], ONE_RETRY)
-    check_invariants(recovered)
-    assert recovered.final.state == "complete"
-    assert recovered.final.text == expected_text(wire, full)
-    assert recovered.resets == (1 if kept else 0)
-    assert len(recovered.final.attempts) == 2
+    recovered = check_recovers(server, wire, reply, kept)
     assert recovered.final.attempts[0].text_chars == len(kept)
 
 
