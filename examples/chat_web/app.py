@@ -54,12 +54,16 @@ def ui_to_chat(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     """UI messages (`{role, parts: [{type: "text", text}]}`) to chat messages."""
     out = []
     for message in messages:
-        text = "".join(p.get("text", "") for p in message.get("parts", []) if p.get("type") == "text")
+        text = "".join(
+            p.get("text", "") for p in message.get("parts", []) if p.get("type") == "text"
+        )
         out.append({"role": message["role"], "content": text})
     return out
 
 
-def create_app(client: AsyncClient, *, max_tokens: int = MAX_TOKENS, smooth: float | None = None) -> FastAPI:
+def create_app(
+    client: AsyncClient, *, max_tokens: int = MAX_TOKENS, smooth: float | None = None
+) -> FastAPI:
     """The chat app around a client (the tests point it at a replay server or the local model)."""
     app = FastAPI(title="tally_client chat")
     app.state.results = []
@@ -88,7 +92,9 @@ def create_app(client: AsyncClient, *, max_tokens: int = MAX_TOKENS, smooth: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--base-url", help="an OpenAI-compatible server (default: start the local model)")
+    parser.add_argument(
+        "--base-url", help="an OpenAI-compatible server (default: start the local model)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     server = None

@@ -11,7 +11,9 @@ import pytest
 
 from .servers import CHROMIUM, CHROMIUM_ARGS
 
-ARTIFACTS = Path(os.environ.get("TALLY_ARTIFACTS", Path(__file__).parents[2] / "build" / "test-artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("TALLY_ARTIFACTS", Path(__file__).parents[2] / "build" / "test-artifacts")
+)
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +25,7 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    """Debian's headless Chromium driven by Playwright. Never skipped: it fails if it cannot start."""
+    """Debian's headless Chromium, driven by Playwright. Never skipped: fails if it cannot start."""
     from playwright.sync_api import sync_playwright
 
     try:

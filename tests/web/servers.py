@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -47,6 +48,19 @@ def serve(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def load_example() -> Any:
+    """The module examples/chat_web/app.py (not a package: loaded by path)."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "examples" / "chat_web" / "app.py"
+    spec = importlib.util.spec_from_file_location("chat_web_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the app's annotations through it
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:
@@ -104,12 +118,17 @@ def nginx(upstream: str) -> Iterator[str]:
         try:
             deadline = time.monotonic() + 10
             while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", port), 0.2),
+                ):
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:
                     err = proc.stderr.read().decode() if proc.stderr else ""
-                    log = (Path(tmp) / "error.log")
-                    raise RuntimeError(f"nginx did not start: {err} {log.read_text() if log.exists() else ''}")
+                    log = Path(tmp) / "error.log"
+                    raise RuntimeError(
+                        f"nginx did not start: {err} {log.read_text() if log.exists() else ''}"
+                    )
                 time.sleep(0.05)
             yield f"http://127.0.0.1:{port}"
         finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,9 @@ from tally_client import AsyncClient
 from tally_client.testing import ReplayServer, Reply, Scenario
 from tally_client.testing.llama import LlamaServer
 
-from .servers import serve
+from .servers import load_example, serve
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "examples" / "chat_web"))
-from app import create_app  # noqa: E402
+create_app = load_example().create_app
 
 RECORDINGS = Path(__file__).parent.parent / "recordings"
 TEXT = "Hello! Café au lait — a classic ☕."
@@ -65,7 +64,7 @@ def test_the_answer_grows_in_the_page(page: Any, artifacts: Path) -> None:
     growth = page.evaluate("window.growth")
     while_streaming = [g for g in growth if g["state"] == "streaming" and g["text"]]
     assert len(while_streaming) >= 8  # ten deltas, each its own DOM update
-    assert all(len(a["text"]) < len(b["text"]) for a, b in zip(while_streaming, while_streaming[1:]))
+    assert all(len(a["text"]) < len(b["text"]) for a, b in itertools.pairwise(while_streaming))
     assert while_streaming[-1]["t"] - while_streaming[0]["t"] > 0.4 * 1000  # not one burst
     assert page.text_content("#messages .assistant .text") == TEXT
     assert "TTFT" in page.text_content("#messages .assistant .meta")

@@ -26,8 +26,15 @@ def text_reply(**faults) -> Reply:
     return Reply.from_file(RECORDINGS / "openai_chat" / "text.sse", **faults)
 
 
-def relay(server: ReplayServer, *replies: Reply, protocol: str = "vercel-ai", sync=False,
-          call=None, client_options=None, **options):
+def relay(
+    server: ReplayServer,
+    *replies: Reply,
+    protocol: str = "vercel-ai",
+    sync=False,
+    call=None,
+    client_options=None,
+    **options,
+):
     """Serve one relay of `replies`; return (http response, results list, upstream url)."""
     url = server.add(Scenario(*replies))
     lazy = LazyClient(url, **(client_options or {}))
@@ -159,7 +166,7 @@ def test_custom_error_text() -> None:
                           error_text=lambda exc: f"oops: {type(exc).__name__}")  # fmt: skip
         with serve(app) as base:
             parts = vercel_parts(post(base).content)
-    assert [p["errorText"] for p in parts if p["type"] == "error"][0].startswith("oops: ")
+    assert next(p["errorText"] for p in parts if p["type"] == "error").startswith("oops: ")
 
 
 def test_tool_call_parts() -> None:
@@ -258,9 +265,12 @@ def test_client_leaving_before_the_first_token_closes_the_upstream() -> None:
     with ReplayServer() as server:
         app, results, url = relay(server, stalled)
         with serve(app) as base:
-            with httpx.Client(timeout=10) as http, http.stream("POST", base + "/relay", json={}) as r:
-                first = next(r.iter_raw())
-                assert b'"type":"start"' in first
+            with (
+                httpx.Client(timeout=10) as http,
+                http.stream("POST", base + "/relay", json={}) as r,
+            ):
+                chunks = r.iter_raw()  # held: dropping it would close the connection
+                assert b'"type":"start"' in next(chunks)
                 server.wait_for_requests(url, 1, timeout=5)
             server.wait_for_disconnect(url, timeout=5)
             result = wait_for_result(results)
