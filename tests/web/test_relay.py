@@ -255,9 +255,12 @@ def test_client_leaving_closes_the_upstream_and_reports_tokens_saved(sync: bool)
         assert server.open_connections == 0
     assert result.disconnected
     assert result.response is not None and result.response.state == "cancelled"
-    assert result.response.text == "Hello! Café"
-    assert result.output_tokens == 3
-    assert result.output_tokens_saved == 297
+    if sync:  # the thread may stop between the deltas of one read: a prefix of them
+        assert result.response.text in ("Hello", "Hello!", "Hello! Café")
+    else:
+        assert result.response.text == "Hello! Café"
+    assert result.output_tokens == result.response.metrics.chunks >= 1
+    assert result.output_tokens_saved == 300 - result.output_tokens
 
 
 def test_client_leaving_before_the_first_token_closes_the_upstream() -> None:
