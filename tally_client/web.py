@@ -750,9 +750,12 @@ class _Relay:
                 result.pings,
             )
         if self.on_done is not None:
-            outcome = self.on_done(result)
-            if inspect.isawaitable(outcome):
-                await outcome
+            try:
+                outcome = self.on_done(result)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:
+                logger.exception("the relay's on_done callback failed")
         return result
 
 
@@ -825,7 +828,7 @@ class _Sender:
                 self._relay.result.pings += 1
 
     async def watch(self, receive: Receive, scope: anyio.CancelScope) -> None:
-        """Wait for `http.disconnect`; then close the upstream call and stop the body."""
+        """Wait for `http.disconnect`; then stop the body, which closes the upstream call."""
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -833,7 +836,8 @@ class _Sender:
         if self.ended:  # the server reports a finished response as a disconnect too
             return
         self.disconnected = True
-        await self._relay.close()  # from this task: unblocks the body task's read
+        # Cancel the body task wherever it waits (a read, a retry's sleep, a send): its
+        # `finally` then closes the upstream call from the task that iterates it.
         scope.cancel()
 
 

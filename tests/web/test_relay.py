@@ -263,10 +263,23 @@ def test_client_leaving_closes_the_upstream_and_reports_tokens_saved(sync: bool)
     assert result.output_tokens_saved == 300 - result.output_tokens
 
 
-def test_client_leaving_before_the_first_token_closes_the_upstream() -> None:
-    stalled = text_reply(stall_after=0)
+@pytest.mark.parametrize(
+    "phase",
+    ["waiting for headers", "waiting for the first token", "sleeping before a retry"],
+)
+def test_client_leaving_early_ends_the_call_in_every_phase(phase: str) -> None:
+    text = text_reply()
+    replies = {
+        "waiting for headers": [text.replace(headers_delay=30)],
+        "waiting for the first token": [text.replace(stall_after=0)],
+        "sleeping before a retry": [
+            Reply.error(503, {"error": {"message": "busy"}}, {"retry-after": "30"}),
+            text,
+        ],
+    }[phase]
+    retry = RetryPolicy(max_attempts=2, max_retry_after=60)
     with ReplayServer() as server:
-        app, results, url = relay(server, stalled)
+        app, results, url = relay(server, *replies, client_options={"retry": retry})
         with serve(app) as base:
             with (
                 httpx.Client(timeout=10) as http,
@@ -275,8 +288,15 @@ def test_client_leaving_before_the_first_token_closes_the_upstream() -> None:
                 chunks = r.iter_raw()  # held: dropping it would close the connection
                 assert b'"type":"start"' in next(chunks)
                 server.wait_for_requests(url, 1, timeout=5)
-            server.wait_for_disconnect(url, timeout=5)
+                time.sleep(0.2)  # the relay is now in the phase under test
+                left_at = time.monotonic()
             result = wait_for_result(results)
+            ended_after = time.monotonic() - left_at
+            if phase != "sleeping before a retry":  # (the 503's connection stays pooled)
+                server.wait_for_disconnect(url, timeout=5)
+                server.wait_for_idle(5)
+            assert len(server.requests(url)) == 1  # no retry went out after the browser left
+    assert ended_after < 2
     assert result.disconnected and result.response is not None
     assert result.response.state == "cancelled" and result.response.text == ""
 
