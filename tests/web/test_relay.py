@@ -337,3 +337,26 @@ def test_import_stays_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_guide_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    guide = (Path(__file__).parents[2] / "docs" / "web.md").read_text()
+    snippet = guide.split("```python\n", 1)[1].split("```", 1)[0]
+    with ReplayServer() as server:
+        monkeypatch.setenv("TALLY_LOCAL_BASE_URL", server.add(Scenario(text_reply())) + "/v1")
+        for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+            monkeypatch.delenv(key, raising=False)
+        import types
+
+        module = types.ModuleType("web_guide_snippet")
+        sys.modules[module.__name__] = module  # pydantic resolves the annotations through it
+        try:
+            exec(compile(snippet, "docs/web.md", "exec"), module.__dict__)
+            with serve(module.app) as base, httpx.Client(timeout=30) as http:
+                body = {"messages": [{"role": "user", "content": "hi"}]}
+                response = http.post(base + "/api/chat", json=body)
+        finally:
+            del sys.modules[module.__name__]
+    events = parse_sse(response.content)
+    assert "".join(json.loads(d)["text"] for n, d in events if n == "text") == TEXT
+    assert events[-1][0] == "done"
