@@ -71,7 +71,16 @@ if TYPE_CHECKING:
     from ._response import Response
     from ._routing import Decision
 
-__all__ = ["RelayProtocol", "RelayResult", "ResetMode", "sse_response"]
+__all__ = [
+    "HEADERS",
+    "RelayProtocol",
+    "RelayResult",
+    "ResetMode",
+    "decision_metadata",
+    "describe_error",
+    "response_metadata",
+    "sse_response",
+]
 
 logger = logging.getLogger("tally_client.web")
 
@@ -88,9 +97,9 @@ ResetMode = Literal["data", "step"]
 """
 
 HEADERS: Mapping[str, str] = {
-    "Cache-Control": "no-cache, no-transform",
-    "Connection": "keep-alive",
-    "X-Accel-Buffering": "no",
+    "cache-control": "no-cache, no-transform",
+    "connection": "keep-alive",
+    "x-accel-buffering": "no",
 }
 """Sent with every relay. `no-transform` keeps compression middleware and CDNs from holding
 the stream back; `X-Accel-Buffering: no` turns nginx's proxy buffering off for this response."""
@@ -162,7 +171,8 @@ def sse_response(
         stream: the call, from `AsyncClient.stream()` / `respond()` (or a sync `Client`'s,
             iterated in a thread so the event loop never blocks). Not yet iterated.
         protocol: `"vercel-ai"` (Vercel AI SDK UI message stream v1) or `"events"`.
-        headers: extra response headers (they override the defaults of the same name).
+        headers: extra response headers (they replace the defaults of the same name, in any
+            case).
         ping: seconds without a frame after which a keep-alive comment (`: ping`) is sent,
             so proxies and load balancers keep a slow first token's connection; None: never.
         smooth: coalesce text (and reasoning) deltas into at most one frame per this many
@@ -194,7 +204,7 @@ def sse_response(
         raise ConfigurationError(
             f"sse_response() relays an AsyncStream or a Stream, not {type(stream).__name__}"
         )
-    if stream._started:
+    if getattr(stream, "_started", False):
         raise ConfigurationError("this stream was already iterated: pass a fresh stream")
     for name, value in (("ping", ping), ("smooth", smooth)):
         if value is not None and not (value > 0 and math.isfinite(value)):
@@ -212,7 +222,7 @@ def sse_response(
     all_headers = dict(HEADERS)
     if protocol == "vercel-ai":
         all_headers[VERCEL_HEADER[0]] = VERCEL_HEADER[1]
-    all_headers.update(headers or {})
+    all_headers.update({name.lower(): value for name, value in (headers or {}).items()})
     response: StreamingResponse = response_class(relay, ping, all_headers)
     return response
 
@@ -761,7 +771,9 @@ class _Relay:
 
 def _max_tokens(stream: AsyncStream | Stream) -> int | None:
     """The output limit the call sent, read from its request body (any of our protocols)."""
-    body = stream._wire.json
+    body = getattr(getattr(stream, "_wire", None), "json", None)
+    if not isinstance(body, Mapping):
+        return None
     for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(key)
         if isinstance(value, int):

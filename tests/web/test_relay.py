@@ -360,3 +360,13 @@ def test_the_guide_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     events = parse_sse(response.content)
     assert "".join(json.loads(d)["text"] for n, d in events if n == "text") == TEXT
     assert events[-1][0] == "done"
+
+
+def test_extra_headers_replace_the_defaults_whatever_their_case() -> None:
+    with ReplayServer() as server:
+        app, _, _ = relay(server, text_reply(), headers={"Cache-Control": "no-store", "X-Id": "7"})
+        with serve(app) as base:
+            response = post(base)
+    assert response.headers.get_list("cache-control") == ["no-store"]
+    assert response.headers["x-id"] == "7"
+    assert response.headers["x-accel-buffering"] == "no"
