@@ -6,7 +6,9 @@
    SSE encoding, the disconnect watcher, the ping timer, one `send` per frame to an in-memory
    ASGI server) against iterating the same `AsyncStream` bare, over the same 20,000-chunk
    Chat Completions stream from the replay server. Target: at most 1.5x.
-2. `--clients` (500) concurrent browser-style SSE clients through the relay served by uvicorn
+2. Smoothing: text frames sent for 300 deltas about 2 ms apart, without and with
+   `smooth=0.05`, and when the first and last text went out (measured, not a target).
+3. `--clients` (500) concurrent browser-style SSE clients through the relay served by uvicorn
    (a subprocess, so its memory is its own) on the replay server: every stream completes,
    memory per open stream (the server's RSS with all streams open, minus before, divided by
    the number of streams), and no connection left open afterwards, upstream or downstream.
@@ -107,6 +109,58 @@ def per_chunk(chunks: int, rounds: int) -> tuple[float, float]:
                     assert await relayed(client) == chunks
                     ours.append((time.perf_counter() - t) / chunks)
         return statistics.median(base), statistics.median(ours)
+
+    return asyncio.run(main())
+
+
+# -- 3. smoothing ----------------------------------------------------------------------------
+
+
+async def frame_times(client: AsyncClient, smooth: float | None) -> tuple[list[float], str]:
+    """Send times (s from the start) of the text frames of one relay, and the text sent."""
+    from tally_client.web import sse_response
+
+    times: list[float] = []
+    text: list[str] = []
+    start = time.perf_counter()
+
+    async def receive() -> Any:
+        await asyncio.Event().wait()
+
+    async def send(message: Any) -> None:
+        body = message.get("body", b"")
+        if b'"text-delta"' in body:
+            times.append(time.perf_counter() - start)
+            for line in body.decode().split("\n"):
+                if '"text-delta"' in line:
+                    text.append(json.loads(line[6:])["delta"])
+
+    response = sse_response(client.stream("benchmark"), smooth=smooth)
+    await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+    return times, "".join(text)
+
+
+def smoothing(chunks: int, delay: float, smooth: float) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        with ReplayServer() as server:
+            url = server.add(Scenario(Reply(body=sse_body(chunks), chunk_delay=delay)))
+            async with AsyncClient(base_url=url + "/v1") as client:
+                await frame_times(client, None)  # warm-up: connection, first imports
+                plain, plain_text = await frame_times(client, None)
+                smoothed, smooth_text = await frame_times(client, smooth)
+        assert plain_text == smooth_text
+        return {
+            "plain_frames": len(plain),
+            "smooth_frames": len(smoothed),
+            "plain_first": plain[0],
+            "smooth_first": smoothed[0],
+            "plain_end": plain[-1],
+            "smooth_end": smoothed[-1],
+            # the last frame may follow sooner: what waited is flushed at the end
+            "smooth_min_gap": min(
+                b - a for a, b in zip(smoothed[:-1], smoothed[1:-1], strict=False)
+            ),
+        }
 
     return asyncio.run(main())
 
@@ -259,6 +313,14 @@ def main() -> int:
     print(f"  AsyncStream, iterated bare        {base * 1e6:7.2f} us")
     print(f"  sse_response(), whole ASGI reply  {ours * 1e6:7.2f} us")
     print(f"  ratio {ratio:.2f}x (target <= {TARGET}x)")
+
+    sm = smoothing(300, 0.002, 0.05)
+    print("smoothing (300 deltas about 2 ms apart, smooth=0.05):")
+    print(f"  text frames     {sm['plain_frames']} without, {sm['smooth_frames']} with"
+          f" (smallest gap with: {sm['smooth_min_gap'] * 1e3:.0f} ms)")  # fmt: skip
+    print(f"  first text at   {sm['plain_first'] * 1e3:.1f} ms without,"
+          f" {sm['smooth_first'] * 1e3:.1f} ms with; last at {sm['plain_end'] * 1e3:.0f}"
+          f" / {sm['smooth_end'] * 1e3:.0f} ms")  # fmt: skip
 
     load = concurrent_clients(args.clients)
     print(f"{load['clients']} concurrent SSE clients through the relay (uvicorn, replay upstream):")
