@@ -158,9 +158,7 @@ def smoothing(chunks: int, delay: float, smooth: float) -> dict[str, Any]:
             "plain_end": plain[-1],
             "smooth_end": smoothed[-1],
             # the last frame may follow sooner: what waited is flushed at the end
-            "smooth_min_gap": min(
-                b - a for a, b in zip(smoothed[:-1], smoothed[1:-1], strict=False)
-            ),
+            "smooth_min_gap": min(b - a for a, b in itertools.pairwise(smoothed[:-1])),
         }
 
     return asyncio.run(main())
