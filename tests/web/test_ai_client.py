@@ -153,3 +153,19 @@ def test_stop_in_the_client_closes_the_upstream() -> None:
     result = chat_against("ai", stalled, mode="stop")  # waits for the provider to see it
     assert result["stoppedAfter"].startswith("Hello")
     assert result["status"] == "ready"
+
+
+def test_the_example_app_serves_use_chat() -> None:
+    from tally_client import AsyncClient
+
+    from .servers import load_example
+
+    with ReplayServer() as server:
+        upstream = server.add(Reply.from_file(RECORDINGS / "openai_chat" / "text.sse"))
+        app = load_example().create_app(AsyncClient(base_url=upstream + "/v1"))
+        with serve(app) as base:
+            result = run_chat("ai", base + "/api/chat")
+        sent = server.requests(upstream)[0].json()["messages"]
+    assert sent == [{"role": "user", "content": "Say hello"}]  # UI parts -> chat messages
+    assert result["status"] == "ready"
+    assert visible(assistant(result)["parts"]) == [{"type": "text", "text": TEXT, "state": "done"}]

@@ -113,5 +113,5 @@ def test_through_nginx_the_relay_streams_and_the_control_arrives_in_one_burst(
     control_direct = timings["control direct"]
     # Without nginx the control streams too: nginx is what held it back.
     assert control_direct["firstText"] < 0.35 * control_direct["end"]
-    # TTFT through nginx stays close to direct (loopback): within 100 ms.
-    assert relay["firstText"] - timings["relay direct"]["firstText"] < 100
+    # TTFT through nginx stays close to direct (loopback, medians): within 300 ms.
+    assert relay["firstText"] - timings["relay direct"]["firstText"] < 300
