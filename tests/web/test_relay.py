@@ -90,7 +90,8 @@ def test_vercel_text_stream_and_headers(sync: bool) -> None:
 
 def test_events_protocol() -> None:
     with ReplayServer() as server:
-        app, _, _ = relay(server, text_reply(), protocol="events")
+        app, _, _ = relay(server, text_reply(), protocol="events", message_id="m1",
+                          metadata={"chatId": "c1"})  # fmt: skip
         with serve(app) as base:
             response = post(base)
     assert "x-vercel-ai-ui-message-stream" not in response.headers
@@ -98,6 +99,9 @@ def test_events_protocol() -> None:
     events = parse_sse(response.content)
     names = [name for name, _ in events]
     assert names == ["start", *["text"] * 10, "done"]
+    start = json.loads(events[0][1])
+    assert start["messageId"] == "m1" and start["metadata"]["chatId"] == "c1"
+    assert start["metadata"]["decision"]["stream"] is True
     assert "".join(json.loads(d)["text"] for n, d in events if n == "text") == TEXT
     done = json.loads(events[-1][1])
     assert done["metadata"]["state"] == "complete" and done["toolCalls"] == []
