@@ -21,6 +21,7 @@ import anyio
 import httpx
 
 from ._errors import (
+    ConfigurationError,
     ConnectError,
     ConnectTimeout,
     ProtocolError,
@@ -50,6 +51,8 @@ def build(
     http: httpx.Client | httpx.AsyncClient, wire: WireRequest, sup: Supervisor
 ) -> httpx.Request:
     """The httpx request for one attempt, with this attempt's connect and header limits."""
+    if http.is_closed:  # a stream made before its client closed, iterated after
+        raise ConfigurationError("the client of this stream is closed: start the call again")
     connect = sup.connect_timeout()
     timeout = httpx.Timeout(connect=connect, read=sup.header_timeout(), write=connect, pool=connect)
     return http.build_request(
@@ -235,7 +238,8 @@ def map_error(exc: httpx.HTTPError, sup: Supervisor, *, began: bool) -> Provider
     if isinstance(exc, httpx.TimeoutException):
         return sup.timeout_error("total") if began else sup.header_timed_out()
     if isinstance(exc, httpx.ConnectError):
-        return ConnectError(f"could not connect: {exc}", provider=name)
+        hint = sup.provider.connect_hint
+        return ConnectError(f"could not connect: {exc}{f'. {hint}' if hint else ''}", provider=name)
     if isinstance(exc, httpx.DecodingError):
         return ProtocolError(f"the body could not be decoded: {exc}", provider=name)
     if began:
