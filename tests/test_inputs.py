@@ -99,9 +99,10 @@ def test_an_unknown_option_names_the_closest_one(
 ) -> None:
     url = server.add(Reply.json(CHAT_BODY))
     with client_for(url, WIRES[0]) as client:
+        options: dict[str, Any] = {typo: 1}
         for call in (client.complete, client.stream, client.respond, client.route):
             with pytest.raises(ConfigurationError, match=rf"{typo}=: did you mean {meant}=\?"):
-                call("hi", **{typo: 1})  # type: ignore[operator]
+                call("hi", **options)
     assert server.requests(url) == []
 
 
@@ -170,10 +171,10 @@ def test_sampling_options_reach_the_wire_or_fail_by_provider_name(
         if option not in supported:
             label = client.providers[next(iter(client.providers))].label
             with pytest.raises(ConfigurationError, match=rf"{label} \({wire.protocol}\) has no"):
-                client.complete("hi", **{option: value})  # type: ignore[arg-type]
+                client.complete("hi", **{option: value})
             assert server.requests(url) == []  # refused before any request
             return
-        assert client.complete("hi", **{option: value}).complete  # type: ignore[arg-type]
+        assert client.complete("hi", **{option: value}).complete
     (request,) = server.requests(url)
     assert _field(request.json(), supported[option]) == value
 
