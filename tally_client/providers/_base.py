@@ -334,8 +334,11 @@ def loads_event(provider: str, data: str) -> Any:
     try:
         return json.loads(data)
     except ValueError:
-        shown = data if len(data) <= 200 else data[:200] + "…"
-        raise ProtocolError(f"SSE data is not JSON: {shown!r}", provider=provider) from None
+        pass
+    # Raised outside the handler: the JSONDecodeError (whose `doc` is the whole data, which
+    # may echo a key) must not ride along as the error's __context__.
+    shown = data if len(data) <= 200 else data[:200] + "…"
+    raise ProtocolError(f"SSE data is not JSON: {shown!r}", provider=provider)
 
 
 def error_from_body(
