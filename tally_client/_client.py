@@ -250,7 +250,11 @@ class _BaseClient:
         )
         wire = provider.build_request(spec, decision.model, stream=decision.stream)
         if self.extra_headers or call_headers:
-            wire = replace(wire, headers={**wire.headers, **self.extra_headers, **call_headers})
+            from .providers._base import auth_values
+
+            extra = {**self.extra_headers, **call_headers}
+            wire = replace(wire, headers={**wire.headers, **extra})
+            sup.secrets = auth_values(extra)
         return sup, wire
 
     def _check_open(self, closed: bool) -> None:

@@ -212,6 +212,9 @@ class Supervisor:
         self._reset_error: ProviderError | None = None
         self.reading_since: float | None = None
         self._meta: tuple[str | None, str | None] = (None, None)  # an atomic body's model, id
+        self.secrets: tuple[str, ...] = ()
+        """Credentials beyond the provider's own (auth headers given for this call), masked
+        in every error like the provider's key."""
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -399,7 +402,7 @@ class Supervisor:
         Every failed attempt's error passes here first, so this is where the provider's
         credentials are masked in it (`Provider.redact`), whatever raised it.
         """
-        self.provider.redact(error)
+        self.provider.redact(error, self.secrets)
         partial = self._build("interrupted")
         delay = self._next_delay(error, partial)
         if delay is None:

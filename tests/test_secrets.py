@@ -414,3 +414,30 @@ def test_connect_timeout_shows_no_key(never_accepts: int, wire: Wire, use_async:
     error = call(f"http://127.0.0.1:{never_accepts}", wire, use_async, timeouts=timeouts)
     assert isinstance(error, ConnectTimeout), repr(error)
     _check(error, echoed=False)
+
+
+AUTH_HEADER = {
+    "openai-chat": ("Authorization", "Bearer "),
+    "openai-responses": ("Authorization", "Bearer "),
+    "anthropic": ("x-api-key", ""),
+    "gemini": ("x-goog-api-key", ""),
+}
+
+
+@pytest.mark.parametrize("per_call", [False, True], ids=["client-headers", "call-headers"])
+@pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)
+def test_a_key_sent_in_extra_headers_is_masked_too(
+    server: ReplayServer, wire: Wire, per_call: bool
+) -> None:
+    url = server.add(Reply.error(401, error_body(wire, 401)))
+    name, scheme = AUTH_HEADER[wire.protocol]
+    headers = {name: f"{scheme}{KEY}"}
+    settings: dict[str, Any] = {
+        "base_url": url + wire.path, "protocol": wire.protocol, "model": wire.model,
+        "retry": NO_RETRY,
+    }  # fmt: skip
+    client = Client(**settings, extra_headers=None if per_call else headers)
+    with client, pytest.raises(AuthenticationError) as info:
+        client.complete("hi", extra_headers=headers if per_call else {})
+    assert server.requests(url)[0].headers[name.lower()] == f"{scheme}{KEY}"
+    _check(info.value, echoed=True)

@@ -29,6 +29,7 @@ __all__ = [
     "Provider",
     "Shape",
     "StreamDecoder",
+    "auth_values",
     "counts",
     "error_from_body",
     "loads_event",
@@ -39,6 +40,18 @@ __all__ = [
 NO_EVENTS: tuple[StreamEvent, ...] = ()
 _AUTH_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
 _MIN_SECRET = 6  # shorter "keys" (placeholders like "none") are not worth masking
+
+
+def auth_values(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The credentials in auth headers (`Authorization` without its "Bearer ", `x-api-key`,
+    `api-key`, `x-goog-api-key`)."""
+    found = []
+    for header, value in headers.items():
+        if header.lower() in _AUTH_HEADERS:
+            secret = value.removeprefix("Bearer ").removeprefix("bearer ").strip()
+            if len(secret) >= _MIN_SECRET:
+                found.append(secret)
+    return tuple(found)
 
 
 def mask_secrets(value: Any, secrets: Sequence[str]) -> Any:
@@ -226,20 +239,18 @@ class Provider:
     def secrets(self) -> tuple[str, ...]:
         """The credentials this provider sends: its API key and the values of auth headers
         given in `headers` (without a "Bearer " prefix). Masked in every error it raises."""
-        found = [self._api_key] if self._api_key else []
-        for header, value in self.extra_headers.items():
-            if header.lower() in _AUTH_HEADERS:
-                found.append(value.removeprefix("Bearer ").removeprefix("bearer ").strip())
-        return tuple(s for s in found if len(s) >= _MIN_SECRET)
+        found = (self._api_key,) if self._api_key else ()
+        return tuple(s for s in found if len(s) >= _MIN_SECRET) + auth_values(self.extra_headers)
 
-    def redact(self, error: BaseException) -> BaseException:
-        """Mask this provider's credentials in `error` in place (its message and, for an
-        `APIStatusError`, its `body`), keeping their last 4 characters: `****abcd`.
+    def redact(self, error: BaseException, extra: Sequence[str] = ()) -> BaseException:
+        """Mask this provider's credentials (and `extra` ones, e.g. auth headers given for
+        one call) in `error` in place: its message and, for an `APIStatusError`, its `body`,
+        keeping their last 4 characters: `****abcd`.
 
         A provider that echoes the key in an error body (some do, for a wrong key) would
         otherwise put it in logs, tracebacks and error reporters. Returns `error`.
         """
-        secrets = self.secrets
+        secrets = (*self.secrets, *extra)
         if not secrets:
             return error
         error.args = tuple(mask_secrets(a, secrets) for a in error.args)
