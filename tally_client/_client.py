@@ -350,12 +350,7 @@ class AsyncClient(_BaseClient):
         )
         self._own_http = http_client is None
         if http_client is None:
-            from ._transport import AsyncSupervisedTransport
-
-            limits = _limits(max_connections)
-            http_client = httpx.AsyncClient(
-                timeout=None, limits=limits, transport=AsyncSupervisedTransport(limits)
-            )
+            http_client = httpx.AsyncClient(timeout=None, limits=_limits(max_connections))
         self._http = http_client
 
     async def __aenter__(self) -> AsyncClient:

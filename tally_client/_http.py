@@ -3,10 +3,10 @@
 One mechanism stops a call in every phase, for `close()` from any thread or task and for a
 time limit alike: the call's `Link` is marked and the connection it uses is shut down, which
 wakes whatever read is blocked on it (in a thread or on an event loop); the driver then sees
-the mark. `SupervisedTransport` (`_transport.py`) tells the `Link` which connection carries
-the call as soon as its request is written, so this works while connecting, while waiting for
-headers and while reading the body; a sleep between attempts waits on an event that `close()`
-sets.
+the mark. A sync call learns its connection from `SupervisedTransport` (`_transport.py`) as
+soon as its request is written, so this works while waiting for headers too; an async call
+awaits its headers in a cancel scope that the Link cancels. A sleep between attempts waits on
+an event that `close()` sets.
 
 Time limits on the body are ours, not httpcore's: httpcore takes one read timeout per body,
 which cannot follow a stream from "waiting for the first token" to "between tokens". The
@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -92,14 +93,18 @@ class Link:
         stream: the network stream carrying the call's current request, or None.
     """
 
-    __slots__ = ("closed", "stream")
+    __slots__ = ("cancel", "closed", "stream")
 
     def __init__(self) -> None:
         self.closed = False
         self.stream: Any = None
+        self.cancel: Callable[[], object] | None = None
+        """Set by the async driver while it awaits the response headers: cancels that await
+        (only `close()` calls it, on the event loop; the Watchdog never does)."""
 
     def attach(self, stream: Any) -> None:
-        """The call is writing its request on `stream`; refuse if it was closed meanwhile.
+        """The call uses `stream` (a network stream, or a socket about to connect) now;
+        refuse if it was closed meanwhile.
 
         Raises:
             httpcore.WriteError: the call was closed: no request byte may leave.
@@ -112,11 +117,17 @@ class Link:
             raise httpcore.WriteError("the call was closed before its request was sent")
 
     def interrupt(self) -> None:
-        """Mark the call closed and end whatever it is blocked in. Safe from any thread."""
+        """Mark the call closed and end whatever it is blocked in.
+
+        Safe from any thread for a sync call; from any task on its event loop for an async one.
+        """
         self.closed = True
         stream = self.stream
         if stream is not None:
             shutdown(stream)
+        cancel = self.cancel
+        if cancel is not None:
+            cancel()
 
 
 CALLING: ContextVar[Link | None] = ContextVar("tally_client_calling", default=None)
@@ -130,10 +141,13 @@ def shutdown(stream: Any) -> None:
     on it, and an event loop must close its own transports; after shutdown() the blocked read
     sees the end of the stream. asyncio's `TransportSocket` has shutdown() too.
     """
-    try:
-        sock = stream.get_extra_info("socket")
-    except Exception:  # a stream that cannot say: nothing to shut down
-        return
+    if isinstance(stream, socket.socket):  # still connecting
+        sock: Any = stream
+    else:
+        try:
+            sock = stream.get_extra_info("socket")
+        except Exception:  # a stream that cannot say: nothing to shut down
+            return
     if sock is not None and hasattr(sock, "shutdown"):
         with contextlib.suppress(OSError):  # already closed: the read has ended anyway
             sock.shutdown(socket.SHUT_RDWR)

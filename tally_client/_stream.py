@@ -489,22 +489,29 @@ class AsyncStream(_StreamBase):
             self._cancelled()
 
     async def _send(self) -> httpx.Response:
+        import anyio
+
         sup, link = self._sup, self._link
         request = build(self._http, self._wire, sup)
-        token = CALLING.set(link)
         failure = None
-        try:
-            response = await self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            failure = self._failure(exc, None, began=False)
-        finally:
-            CALLING.reset(token)
+        response = None
+        # Connecting and waiting for headers: close() cancels this scope (httpcore then closes
+        # the connection). No yield happens inside it, so the cancellation cannot leak out.
+        with anyio.CancelScope() as scope:
+            link.cancel = scope.cancel
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                failure = self._failure(exc, None, began=False)
+            finally:
+                link.cancel = None
         if link.closed:
-            if failure is None:
+            if response is not None:
                 await response.aclose()
             raise _Closed
         if failure is not None:
             raise failure  # outside the except block: see Stream._send
+        assert response is not None  # the scope is only cancelled by close()
         self._opened(request, response)
         return response
 

@@ -1,27 +1,30 @@
 """The connections under a call, reachable so that a call can be stopped in any phase.
 
-A call blocks in four places: connecting, waiting for response headers, reading the body and
-sleeping between attempts. Closing it from another thread or task, or a time limit passing,
-must end each of them at once. The body read can be ended through the response's network
-stream, but httpx gives no handle on the connection before the headers arrive. So the clients
-that tally_client creates use `SupervisedTransport`: httpx's own transport design over
-httpcore's public `ConnectionPool(network_backend=...)`, whose network streams tell the call
-that is writing a request (a context variable names it) which connection it now uses. Every
-phase then ends the same way: the call's `Link` is marked closed and its connection is shut
-down, which wakes the blocked read or refuses the write; the driver sees the mark.
+A sync call blocks in four places: connecting, waiting for response headers, reading the body
+and sleeping between attempts. Closing it from another thread must end each of them at once.
+The body read can be ended through the response's network stream, but httpx gives no handle on
+the connection before the headers arrive, and a thread blocked in connect() or recv() wakes
+only when its socket is shut down. So the sync clients that tally_client creates use
+`SupervisedTransport`: httpx's transport design over httpcore's public
+`ConnectionPool(network_backend=...)`, with a network backend of ours whose sockets show
+themselves to the call that is using them (a context variable names it) before they connect
+and whenever a request is written. Every phase then ends the same way: the call's `Link` is
+marked closed and its socket is shut down, which aborts the connect, refuses the write or
+wakes the blocked read; the driver sees the mark.
 
-A client passed in by the user (`http_client=`) keeps its own transport: there, the headers
-phase cannot be interrupted (it still ends at the first-token limit), the other phases can.
+A sync client passed in by the user (`http_client=`) keeps its own transport: there, connecting
+and waiting for headers cannot be interrupted (they still end at their time limits). The async
+driver needs none of this: it awaits the headers in a cancel scope that close() cancels.
 """
-
-# httpcore's network backend interface takes `timeout=` on its async methods.
-# ruff: noqa: ASYNC109
 
 from __future__ import annotations
 
 import contextlib
+import select
+import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -29,26 +32,40 @@ import httpx
 
 from ._http import CALLING
 
-__all__ = ["AsyncSupervisedTransport", "SupervisedTransport"]
+__all__ = ["SupervisedTransport"]
 
 
-class _Stream(httpcore.NetworkStream):
-    __slots__ = ("_inner",)
+class _Socket(httpcore.NetworkStream):
+    """A connection: a blocking socket with a timeout per operation (httpcore's contract)."""
 
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, timeout)
+        try:
+            self._sock.settimeout(timeout)
+            return self._sock.recv(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(str(exc)) from None
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc)) from None
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         link = CALLING.get()
         if link is not None:
             link.attach(self)
-        self._inner.write(buffer, timeout)
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.sendall(buffer)
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(str(exc)) from None
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc)) from None
 
     def close(self) -> None:
-        self._inner.close()
+        self._sock.close()
 
     def start_tls(
         self,
@@ -56,45 +73,58 @@ class _Stream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        return _Stream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+        try:
+            self._sock.settimeout(timeout)
+            return _Socket(ssl_context.wrap_socket(self._sock, server_hostname=server_hostname))
+        except TimeoutError as exc:
+            self._sock.close()
+            raise httpcore.ConnectTimeout(str(exc)) from None
+        except OSError as exc:
+            self._sock.close()
+            raise httpcore.ConnectError(str(exc)) from None
 
     def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+        sock = self._sock
+        if info == "socket":
+            return sock
+        if info == "ssl_object":  # httpcore asks it for the ALPN protocol
+            return sock if isinstance(sock, ssl.SSLSocket) else None
+        if info == "client_addr":
+            return sock.getsockname()
+        if info == "server_addr":
+            return sock.getpeername()
+        if info == "is_readable":  # an idle pooled connection the server closed reads as EOF
+            return sock.fileno() < 0 or bool(select.select([sock], [], [], 0)[0])
+        return None
 
 
-class _AsyncStream(httpcore.AsyncNetworkStream):
-    __slots__ = ("_inner",)
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        link = CALLING.get()
-        if link is not None:
-            link.attach(self)
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+def _connect(
+    host: str, port: int, timeout: float | None, source: tuple[str, int] | None
+) -> socket.socket:
+    """`socket.create_connection`, except that the call's Link sees each socket before it
+    connects, so that close() can abort a pending connect (shutdown() does, on Linux)."""
+    link = CALLING.get()
+    error: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if source is not None:
+                sock.bind(source)
+            if link is not None:
+                link.attach(sock)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+            if link is not None and link.closed:
+                break
+    raise error or OSError(f"no address found for {host}")
 
 
 class _Backend(httpcore.NetworkBackend):
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
+    """httpcore's sync network backend contract, over `_Socket`."""
 
     def connect_tcp(
         self,
@@ -104,39 +134,37 @@ class _Backend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        return _Stream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+        source = None if local_address is None else (local_address, 0)
+        try:
+            sock = _connect(host, port, timeout, source)
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from None
+        return _Socket(sock)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.NetworkStream:
-        return _Stream(self._inner.connect_unix_socket(path, timeout, socket_options))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except TimeoutError as exc:
+            sock.close()
+            raise httpcore.ConnectTimeout(str(exc)) from None
+        except OSError as exc:
+            sock.close()
+            raise httpcore.ConnectError(str(exc)) from None
+        return _Socket(sock)
 
     def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class _AsyncBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        inner = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _AsyncStream(inner)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        return _AsyncStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        time.sleep(seconds)
 
 
 def _to_httpx(exc: Exception) -> Exception:
@@ -189,23 +217,6 @@ class _Body(httpx.SyncByteStream):
             close()
 
 
-class _AsyncBody(httpx.AsyncByteStream):
-    __slots__ = ("_inner",)
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped():
-            async for part in self._inner:
-                yield part
-
-    async def aclose(self) -> None:
-        aclose = getattr(self._inner, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 def _pool_options(limits: httpx.Limits) -> dict[str, Any]:
     return {
         "ssl_context": httpx.create_ssl_context(),
@@ -237,25 +248,3 @@ class SupervisedTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._pool.close()
-
-
-class AsyncSupervisedTransport(httpx.AsyncBaseTransport):
-    """The async twin of `SupervisedTransport` (asyncio or trio, through anyio)."""
-
-    def __init__(self, limits: httpx.Limits) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            **_pool_options(limits), network_backend=_AsyncBackend()
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        with _mapped():
-            response = await self._pool.handle_async_request(_core_request(request))
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_AsyncBody(response.stream),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
