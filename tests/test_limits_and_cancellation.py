@@ -8,6 +8,7 @@ closed from another thread, and before it was ever read.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -181,3 +182,26 @@ def test_json_of_the_wrong_shape_is_a_protocol_error(server: ReplayServer, chunk
 def test_a_bad_base_url_is_a_configuration_error(url: str) -> None:
     with pytest.raises(ConfigurationError, match="http"):
         Client(base_url=url)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
+def test_sync_time_limits_work_after_fork(server: ReplayServer) -> None:
+    # gunicorn --preload and Celery prefork fork after the parent used the client: the
+    # watchdog thread does not exist in the child, and the child must start its own.
+    stall = server.add(TEXT.replace(stall_after=TEXT.offset_after_event(4)))
+    limits = Timeouts(first_token=5, idle=0.3, total=10)
+    with client_for(stall, limits) as client, pytest.raises(IdleTimeout):
+        client.stream("hi").final()  # the parent's watchdog thread is running now
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit code only
+        code = 1
+        try:
+            started = time.monotonic()
+            with client_for(stall, limits) as client:
+                client.stream("hi").final()
+        except IdleTimeout:
+            code = 0 if time.monotonic() - started < 3 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the idle limit did not fire in the child"
