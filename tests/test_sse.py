@@ -64,7 +64,7 @@ def test_a_final_cr_ends_the_last_line() -> None:
 
 event_names = st.sampled_from(["", "message", "delta", "content_block_delta", "ping"])
 values = st.text(
-    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=40
+    alphabet=st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]), max_size=40
 )
 events = st.tuples(event_names, st.lists(values, min_size=1, max_size=3), st.booleans())
 newlines = st.sampled_from(["\n", "\r\n", "\r"])
