@@ -60,7 +60,7 @@ BURST_DELTAS_PER_READ = 8
 
 
 class ProxyBufferingWarning(UserWarning):
-    """A stream's chunks all arrived in one burst after a long wait.
+    """A stream's first token came after a long silence, then its deltas arrived in bursts.
 
     The likely cause is a proxy or load balancer buffering `text/event-stream` responses
     (nginx without `proxy_buffering off` / `X-Accel-Buffering: no`, some corporate proxies):
@@ -478,8 +478,9 @@ class Supervisor:
         response = self._build(state)
         if response.metrics.buffered:
             warnings.warn(
-                f"all {response.metrics.chunks} chunks arrived in one burst after "
-                f"{response.metrics.ttft:.1f} s: a proxy between you and "
+                f"the first token came after {response.metrics.ttft:.1f} s and then "
+                f"{response.metrics.chunks} deltas arrived in bursts (8 or more per network "
+                f"read): a proxy between you and "
                 f"{self.provider.label} is probably buffering the stream "
                 "(nginx: proxy_buffering off, or send X-Accel-Buffering: no)",
                 ProxyBufferingWarning,

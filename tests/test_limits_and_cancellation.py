@@ -23,6 +23,7 @@ from tally_client import (
     ConfigurationError,
     FirstTokenTimeout,
     IdleTimeout,
+    PoolTimeout,
     ProtocolError,
     RetryPolicy,
     StreamError,
@@ -205,3 +206,22 @@ def test_sync_time_limits_work_after_fork(server: ReplayServer) -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "the idle limit did not fire in the child"
+
+
+def test_pool_exhaustion_is_its_own_error_naming_the_limit(server: ReplayServer) -> None:
+    stall = server.add(TEXT.replace(stall_after=TEXT.offset_after_event(4)))
+    limits = Timeouts(connect=0.5, first_token=5, idle=30, total=30)
+    with Client(base_url=stall + "/v1", retry=ONCE, timeouts=limits, max_connections=2) as client:
+        held = [client.stream("hi") for _ in range(2)]
+        readers = [iter(stream) for stream in held]  # kept: a dropped iterator cancels
+        for reader in readers:
+            next(reader)  # each open stream holds a connection
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout, match="max_connections") as info:
+            client.stream("hi").final()
+        assert time.monotonic() - started < 2.0
+        assert not info.value.retryable
+        for stream in held:
+            stream.close()
+    with pytest.raises(ConfigurationError, match="max_connections"):
+        Client(base_url=stall + "/v1", max_connections=0)
