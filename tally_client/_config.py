@@ -107,7 +107,7 @@ def default_setup(
     if not providers:
         base_url = env.get(LOCAL_BASE_URL_ENV) or LOCAL_BASE_URL
         local = load_provider("openai-chat", base_url=base_url, name="local")
-        local.connect_hint = local_hint(base_url)
+        local.connect_hint = f". {local_hint(base_url)}"
         providers["local"] = local
         models.append(ModelSpec(LOCAL_MODEL, "local", quality=1, context_window=4096, cost=0.0))
     return providers, models

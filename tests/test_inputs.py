@@ -436,6 +436,6 @@ def test_refused_default_endpoint_says_how_to_start_a_server(
 
 def test_configured_providers_carry_no_local_hint() -> None:
     providers, _ = default_setup({"OPENAI_API_KEY": "sk-test-0000"})
-    assert providers["openai"].connect_hint is None
+    assert providers["openai"].connect_hint == ""
     local, _ = default_setup({})
-    assert local["local"].connect_hint is not None
+    assert "llama serve" in local["local"].connect_hint

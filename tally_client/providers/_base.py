@@ -196,6 +196,9 @@ class Provider:
     """The header that carries the API key."""
     auth_scheme: ClassVar[str] = "Bearer "
     """What comes before the key in that header ("" for a bare key)."""
+    connect_hint: str = ""
+    """Appended to a connection error's message (set for the default local endpoint: how to
+    start a server there, which keys select a hosted provider; see `_config.local_hint`)."""
     compatible_label: ClassVar[str | None] = None
     """The provider name reported when the base URL is not the official host (for example
     "openai-compatible" for llama.cpp, vLLM or Ollama), unless `name=` is given."""
@@ -231,9 +234,6 @@ class Provider:
         has_auth = any(h.lower() in _AUTH_HEADERS for h in self.extra_headers)
         if not api_key and not has_auth and self.official:
             raise MissingAPIKeyError(self.label, self.api_key_env)
-        self.connect_hint: str | None = None
-        """Appended to a `ConnectError`'s message: what to do when nothing answers here
-        (set for the default local endpoint: how to start a server, which keys to set)."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
