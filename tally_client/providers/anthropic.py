@@ -327,7 +327,10 @@ class AnthropicProvider(Provider):
         """The `/v1/messages` request (see the class docstring for defaults and the schema).
 
         Sampling: `stop` -> `stop_sequences`, `top_p`, `top_k` (Anthropic API reference,
-        "Messages"); the API has no seed and no presence/frequency penalties.
+        "Messages"); the API has no seed and no presence/frequency penalties. The anthropic
+        SDK dropped its `temperature`/`top_p`/`top_k` keywords in 1.0 (August 2026; 2.14 has
+        none), while the API still takes them on models that support sampling options; some
+        recent models reject `temperature` and `top_p` together (a 400 from the provider).
 
         Raises:
             ConfigurationError: a message cannot be translated (see `wire_messages`); seed,
