@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -138,9 +138,16 @@ class Stream(_StreamBase):
         response = stream.final()
     """
 
-    def __init__(self, http: httpx.Client, sup: Supervisor, wire: WireRequest) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        sup: Supervisor,
+        wire: WireRequest,
+        prepare: Callable[[], tuple[Supervisor, WireRequest]] | None = None,
+    ) -> None:
         super().__init__(sup, wire)
         self._http = http
+        self._prepare = prepare  # a plan made when the stream is first iterated
         # Held weakly: when the caller drops its iterator (breaks out of a loop), the
         # generator is finalized at once, which cancels the call and closes the connection.
         self._active: weakref.ref[Iterator[StreamEvent]] | None = None
@@ -222,6 +229,9 @@ class Stream(_StreamBase):
             self._cancelled()
 
     def _run(self) -> Iterator[StreamEvent]:
+        if self._prepare is not None:
+            prepare, self._prepare = self._prepare, None
+            self._sup, self._wire = prepare()
         sup = self._sup
         while True:
             sup.begin()
@@ -315,9 +325,16 @@ class AsyncStream(_StreamBase):
         response = await stream.final()
     """
 
-    def __init__(self, http: httpx.AsyncClient, sup: Supervisor, wire: WireRequest) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        sup: Supervisor,
+        wire: WireRequest,
+        prepare: Callable[[], Awaitable[tuple[Supervisor, WireRequest]]] | None = None,
+    ) -> None:
         super().__init__(sup, wire)
         self._http = http
+        self._prepare = prepare  # a plan that needs I/O (a hosted router), awaited first
         self._active: weakref.ref[AsyncIterator[StreamEvent]] | None = None
 
     async def __aenter__(self) -> AsyncStream:
@@ -390,6 +407,9 @@ class AsyncStream(_StreamBase):
             self._cancelled()
 
     async def _run(self) -> AsyncIterator[StreamEvent]:
+        if self._prepare is not None:
+            prepare, self._prepare = self._prepare, None
+            self._sup, self._wire = await prepare()
         sup = self._sup
         while True:
             sup.begin()
