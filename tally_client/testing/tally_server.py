@@ -65,6 +65,8 @@ class TallyServer:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._counter = 0
+        self.learned = 0
+        """Outcomes the learner has learned from telemetry."""
 
     @property
     def url(self) -> str:
@@ -187,4 +189,5 @@ class TallyServer:
         ident = str(data.get("decision_id") or data.get("id") or "")
         with self._lock:
             self.learner.record(_shape(data.get("semantic_envelope")), model, success, ident)
+            self.learned += 1
         return 202, {"accepted": True}
