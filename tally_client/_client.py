@@ -113,7 +113,7 @@ class _BaseClient:
 
         self.models: tuple[ModelSpec, ...] = tuple(priced(m) for m in models)
         self.providers: dict[str, Provider] = dict(providers)
-        self.router: Router = router if isinstance(router, Router) else EmbeddedRouter()
+        self.router: Router = router if router is not None else EmbeddedRouter()
         self.timeouts = timeouts if timeouts is not None else Timeouts()
         self.retry = retry if retry is not None else RetryPolicy()
 
@@ -258,12 +258,14 @@ def _make_router(router: Router | str | None) -> Router | None:
         from .routing.remote import TallyRouter
 
         return TallyRouter()
-    if isinstance(router, str) or not isinstance(router, Router):
+    if isinstance(router, str):
         raise ConfigurationError(
             f"router={router!r}: pass 'embedded' (default), 'tally' (the hosted router: "
             "TALLY_API_KEY, TALLY_BASE_URL) or an object with a route() method"
         )
-    return router
+    from .routing.router import as_router
+
+    return as_router(router)
 
 
 def _outcome(decision: Decision, response: Response, success: float, state: str) -> Outcome:

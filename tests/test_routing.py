@@ -230,3 +230,26 @@ def test_time_sensitive_weighs_e2e_latency_and_says_so() -> None:
     hurried = router.route(build_envelope(expected_output_tokens=400, time_sensitive=True), models)
     assert patient.model == "cheap-slow" and "cheapest" in patient.reasons[-1]
     assert hurried.model == "dear-fast" and "TTFT + ITL x output tokens" in hurried.reasons[-1]
+
+
+def test_a_router_written_for_two_arguments_still_works_and_keeps_caller_choices() -> None:
+    class AlwaysStream:
+        def route(self, envelope, models):
+            m = models[0]
+            return Decision(m.name, m.provider, True, Confidence(1.0, 1.0), ("always",))
+
+    with ReplayServer() as server:
+        url = server.add(Reply.from_file(RECORDINGS / "openai_chat" / "text.json"))
+        codec = load_provider("openai-chat", base_url=url + "/v1", api_key="k")
+        with Client(PAIR, providers={"p": codec}, router=AlwaysStream()) as client:  # type: ignore[arg-type]
+            assert client.route().reasons == ("always",)
+            r = client.complete("hi", model="dear")
+    assert r.decision is not None
+    assert (r.decision.model, r.decision.stream, r.decision.source) == ("dear", False, "caller")
+    assert r.decision.reasons == (
+        "dear: chosen by the caller",
+        "the caller chose complete()",
+        "always",
+    )
+    with pytest.raises(ConfigurationError, match="route"):
+        Client(PAIR, providers={"p": codec}, router=object())  # type: ignore[arg-type]

@@ -9,9 +9,11 @@ where the caller fixed something, and the reasons say what the rules would have 
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import replace
+from typing import Any, Protocol, runtime_checkable
 
 from .._decision import NO_CHOICE, CallerChoice, Confidence, Decision, ModelSpec, Outcome
 from .._envelope import Envelope
@@ -26,7 +28,7 @@ from .choice import (
 from .learner import Learner, shape_key
 from .rules import delivery
 
-__all__ = ["LEARNING_ENV", "EmbeddedRouter", "Router"]
+__all__ = ["LEARNING_ENV", "EmbeddedRouter", "Router", "as_router"]
 
 LEARNING_ENV = "TALLY_ROUTER_LEARNING"
 """Set to 0 to turn the embedded router's learning off by default."""
@@ -174,3 +176,56 @@ class EmbeddedRouter:
         """Write what was learned to the store."""
         if self.learner is not None:
             self.learner.close()
+
+
+class _TwoArgumentRouter:
+    """Adapts a router written for `route(envelope, models)` (before caller choices were
+    router inputs): the caller's model narrows `models` to it, and the caller's mode is
+    applied with a reason saying so, the router's own reasons kept whole."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def route(
+        self, envelope: Envelope, models: Sequence[ModelSpec], choice: CallerChoice = NO_CHOICE
+    ) -> Decision:
+        if choice.model is not None:
+            models = [m for m in models if m.name == choice.model]
+        decision: Decision = self.inner.route(envelope, models)
+        if choice.stream is None and choice.model is None:
+            return decision
+        said = []
+        if choice.model is not None:
+            said.append(f"{choice.model}: chosen by the caller")
+        stream = decision.stream
+        if choice.stream is not None:
+            said.append(f"the caller chose {'stream()' if choice.stream else 'complete()'}")
+            stream = choice.stream
+        return replace(decision, stream=stream, source="caller", reasons=(*said, *decision.reasons))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def as_router(router: Any) -> Router:
+    """`router` itself, or an adapter when its `route` takes no `choice` argument.
+
+    Raises:
+        ConfigurationError: `router` has no `route` method.
+    """
+    route = getattr(router, "route", None)
+    if not callable(route):
+        raise ConfigurationError(
+            f"router={router!r}: pass 'embedded' (default), 'tally' (the hosted router: "
+            "TALLY_API_KEY, TALLY_BASE_URL) or an object with a route() method"
+        )
+    try:
+        params = inspect.signature(route).parameters
+    except (TypeError, ValueError):
+        return router  # type: ignore[no-any-return]
+    takes_choice = (
+        "choice" in params
+        or len(params) >= 3
+        or any(p.kind is p.VAR_POSITIONAL for p in params.values())
+    )
+    return router if takes_choice else _TwoArgumentRouter(router)
