@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 import httpx
@@ -160,7 +160,9 @@ class _BaseClient:
         if record is not None:
             record(decision, _outcome(decision, response, float(score), "feedback"))
 
-    def _envelope(self, messages: Sequence[Message], options: CallOptions) -> Envelope:
+    def _envelope(
+        self, messages: Sequence[Message], options: CallOptions, tokens: int | None = None
+    ) -> Envelope:
         return build_envelope(
             messages,
             task_type=options.get("task_type"),
@@ -171,7 +173,20 @@ class _BaseClient:
             expected_output_tokens=options.get("expected_output_tokens"),
             consumer=options.get("consumer"),
             time_sensitive=options.get("time_sensitive", False),
+            context_tokens=tokens,
         )
+
+    def _count_target(self, envelope: Envelope) -> Provider | None:
+        """The provider to ask for an exact input count: one that can count (llama-server's
+        /tokenize) serving a model whose window the estimate comes near; else None."""
+        from .routing.tokens import near_limit, tokenize_url
+
+        for spec in self.models:
+            if near_limit(envelope, [spec]):
+                provider = self.providers[spec.provider]
+                if tokenize_url(provider) is not None:
+                    return provider
+        return None
 
     def _route_args(
         self, model: str | None, stream: bool | None
@@ -243,10 +258,19 @@ class _BaseClient:
         return sup, provider.build_request(spec, decision.model, stream=decision.stream)
 
     def _plan(
-        self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
+        self,
+        prompt: str | Sequence[Message],
+        options: CallOptions,
+        stream: bool | None,
+        count: Callable[[Provider, Sequence[Message]], int | None] | None = None,
     ) -> tuple[Supervisor, WireRequest]:
         messages = normalize_messages(prompt, options.get("system"))
         envelope = self._envelope(messages, options)
+        target = self._count_target(envelope) if count is not None else None
+        if count is not None and target is not None:
+            tokens = count(target, messages)
+            if tokens is not None:
+                envelope = self._envelope(messages, options, tokens)
         decision = self.router.route(envelope, *self._route_args(options.get("model"), stream))
         return self._supervise(decision, envelope, messages, options)
 
@@ -396,7 +420,9 @@ class Client(_BaseClient):
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> Stream:
-        sup, wire = self._plan(prompt, options, stream)
+        from .routing.tokens import count_sync
+
+        sup, wire = self._plan(prompt, options, stream, lambda p, m: count_sync(self._http, p, m))
         return Stream(self._http, sup, wire)
 
 
@@ -474,6 +500,13 @@ class AsyncClient(_BaseClient):
         """Make an atomic call; see `Client.complete`."""
         messages = normalize_messages(prompt, options.get("system"))
         envelope = self._envelope(messages, options)
+        target = self._count_target(envelope)
+        if target is not None:
+            from .routing.tokens import count_async
+
+            tokens = await count_async(self._http, target, messages)
+            if tokens is not None:
+                envelope = self._envelope(messages, options, tokens)
         decision = await self._aroute(envelope, options.get("model"), False)
         sup, wire = self._supervise(decision, envelope, messages, options)
         return await AsyncStream(self._http, sup, wire).final()

@@ -41,8 +41,8 @@ class Price:
     input: float
     output: float
     cached_input: float | None = None
-    source: str = ""
-    date: str = ""
+    source: str = field(default="", repr=False)
+    date: str = field(default="", repr=False)
 
     def cost(
         self,

@@ -206,7 +206,9 @@ def test_context_length_error_names_both_numbers_before_any_request_leaves() -> 
             # Fits the big window only: routed there, not to the small one.
             mid = client.route("word " * 20_000, max_tokens=1000)
             assert mid.model == "dear"
-        assert server.requests() == []
+        # Only the count endpoint was asked (this stand-in cannot count: the estimate stands);
+        # no generation request left.
+        assert {r.path for r in server.requests()} <= {"/tokenize"}
 
 
 def test_a_reader_waiting_on_a_slow_long_answer_tips_to_streaming() -> None:

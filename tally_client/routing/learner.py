@@ -5,8 +5,10 @@ structure, context-length bucket, expected-output bucket, tools or not, time-sen
 consumer). Arms: the configured models that can serve the call. Each arm keeps a Beta
 posterior of its success (0..1 per call: a complete answer is 1; an error, a cut, an
 invalid structured output is 0; `feedback(score=)` replaces that with the caller's verdict),
-started from a prior the static choice gives (a model of the tier the task needs starts at
-0.8, each tier below at 0.15 less, worth two observations).
+started from a prior: the model's success pooled over every shape once it has 30 outcomes
+(an empirical-Bayes prior worth twenty observations, so a new or rare shape starts from what
+the model does elsewhere), else the static choice's guess (a model of the tier the task
+needs starts at 0.8, each tier below at 0.15 less, worth two observations).
 
 The value of an arm is its expected success minus `cost_weight` x its expected cost relative
 to the dearest candidate (and, when the call is time-sensitive, minus `latency_weight` x its
@@ -46,6 +48,10 @@ __all__ = ["STORE_ENV", "Learner", "Pick", "default_store", "shape_key"]
 STORE_ENV = "TALLY_ROUTER_STORE"
 PRIOR_WEIGHT = 2.0
 """How many observations the prior is worth."""
+POOLED_MIN = 30
+"""Outcomes of a model, over all shapes, from which its pooled success replaces the tier prior."""
+POOLED_WEIGHT = 20.0
+"""How many observations the pooled prior is worth (it is data, so more than the tier guess)."""
 
 log = logging.getLogger("tally_client.routing")
 
@@ -102,8 +108,13 @@ class Learner:
         seed: int | None = None,
         cost_weight: float = 0.1,
         latency_weight: float = 0.3,
-        explore_below: float = 0.9,
+        explore_below: float = 0.95,
+        prior_weight: float = PRIOR_WEIGHT,
+        pooled_prior: bool = True,
     ) -> None:
+        self.prior_weight = prior_weight
+        self.pooled_prior = pooled_prior
+        self._pooled: dict[str, list[float]] = {}
         self.path = str(default_store() if store is None else store)
         self.cost_weight = cost_weight
         self.latency_weight = latency_weight
@@ -168,6 +179,10 @@ class Learner:
                         "SELECT model, n, s FROM arms WHERE shape = ?", (shape,)
                     ).fetchall()
                     arms = {m: [float(n), float(s)] for m, n, s in rows}
+                    for m, (n, s) in arms.items():
+                        pool = self._pooled.setdefault(m, [0.0, 0.0])
+                        pool[0] += n
+                        pool[1] += s
                 except sqlite3.Error as exc:
                     self._fail(exc)
         self._stats[shape] = arms
@@ -210,6 +225,7 @@ class Learner:
         self._writer.flush(5.0)
         with self._lock:
             self._stats.clear()
+            self._pooled.clear()
             self._recorded.clear()
             db = self._connect()
             if db is not None:
@@ -256,6 +272,9 @@ class Learner:
         arm = arms.setdefault(model, [0.0, 0.0])
         arm[0] += dn
         arm[1] += ds
+        pool = self._pooled.setdefault(model, [0.0, 0.0])
+        pool[0] += dn
+        pool[1] += ds
         if self.path != ":memory:":
             self._writer.submit((shape, model, dn, ds))
 
@@ -289,8 +308,13 @@ class Learner:
         for i, name in enumerate(names):
             n, s = arms.get(name, (0.0, 0.0))
             seen += n
-            a = s + priors[i] * PRIOR_WEIGHT
-            b = (n - s) + (1.0 - priors[i]) * PRIOR_WEIGHT
+            prior, weight = priors[i], self.prior_weight
+            pooled = self._pooled.get(name) if self.pooled_prior else None
+            if pooled is not None and pooled[0] >= POOLED_MIN:
+                prior = min(0.99, max(0.01, pooled[1] / pooled[0]))
+                weight = POOLED_WEIGHT
+            a = s + prior * weight
+            b = (n - s) + (1.0 - prior) * weight
             mean = a / (a + b)
             penalty = self.cost_weight * costs[i] / top_cost
             if latencies and top_time > 0:
