@@ -1,5 +1,6 @@
-"""Against a real llama-server (4,096 tokens of context over 2 slots: 2,048 per request): the input is counted with its own
-/tokenize before anything is sent, in both directions the characters/4 estimate gets wrong."""
+"""Against a real llama-server (4,096 tokens of context over 2 slots: 2,048 per request): the
+input is counted with its own /tokenize before anything is sent, in both directions the
+characters/4 estimate gets wrong."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ def test_counted_input_too_long_fails_before_sending(llama: LlamaServer) -> None
     provider = load_provider("openai-chat", base_url=llama.base_url, name="local")
     # ~1,500 tokens by the estimate (fits with 100 out), far more for the tokenizer.
     prompt = "ж" * 6_000
-    with Client(_models(), providers={"local": provider}) as client:
-        with pytest.raises(ContextLengthError) as info:
-            client.complete(prompt, max_tokens=100)
+    with (
+        Client(_models(), providers={"local": provider}) as client,
+        pytest.raises(ContextLengthError) as info,
+    ):
+        client.complete(prompt, max_tokens=100)
     assert info.value.input_tokens > 2048 > 1500 + 100
     assert info.value.output_tokens == 100 and info.value.largest_window == 2048
 
