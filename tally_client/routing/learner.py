@@ -6,7 +6,7 @@ consumer). Arms: the configured models that can serve the call. Each arm keeps a
 posterior of its success (0..1 per call: a complete answer is 1; an error, a cut, an
 invalid structured output is 0; `feedback(score=)` replaces that with the caller's verdict),
 started from a prior: the model's success pooled over every shape once it has 30 outcomes
-(an empirical-Bayes prior worth twenty observations, so a new or rare shape starts from what
+(an empirical-Bayes prior worth ten observations, so a new or rare shape starts from what
 the model does elsewhere), else the static choice's guess (a model of the tier the task
 needs starts at 0.8, each tier below at 0.15 less, worth two observations).
 
@@ -50,7 +50,7 @@ PRIOR_WEIGHT = 2.0
 """How many observations the prior is worth."""
 POOLED_MIN = 30
 """Outcomes of a model, over all shapes, from which its pooled success replaces the tier prior."""
-POOLED_WEIGHT = 20.0
+POOLED_WEIGHT = 10.0
 """How many observations the pooled prior is worth (it is data, so more than the tier guess)."""
 
 log = logging.getLogger("tally_client.routing")
@@ -108,7 +108,7 @@ class Learner:
         seed: int | None = None,
         cost_weight: float = 0.1,
         latency_weight: float = 0.3,
-        explore_below: float = 0.95,
+        explore_below: float = 0.9,
         prior_weight: float = PRIOR_WEIGHT,
         pooled_prior: bool = True,
     ) -> None:

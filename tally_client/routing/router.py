@@ -82,7 +82,7 @@ class EmbeddedRouter:
         store: str | os.PathLike[str] | None = None,
         seed: int | None = None,
         cost_weight: float = 0.1,
-        explore_below: float = 0.95,
+        explore_below: float = 0.9,
     ) -> None:
         if learning is None:
             learning = os.environ.get(LEARNING_ENV, "1").strip().lower() not in (
