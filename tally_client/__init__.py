@@ -19,9 +19,11 @@ from collections.abc import Sequence
 from typing import IO, Any, Unpack
 
 from ._client import AsyncClient, CallOptions, Client
+from ._decision import Confidence, Decision, ModelSpec, PhasePlan, Price
 from ._envelope import Envelope, build_envelope
 from ._errors import (
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -31,6 +33,8 @@ from ._errors import (
     IdleTimeout,
     MissingAPIKeyError,
     OverloadedError,
+    PermissionDeniedError,
+    PoolTimeout,
     ProtocolError,
     ProviderError,
     RateLimitError,
@@ -39,7 +43,6 @@ from ._errors import (
     StreamInterrupted,
     StructuredOutputError,
     TallyError,
-    TimeoutError_,
     TotalTimeout,
     TransportError,
 )
@@ -55,12 +58,14 @@ from ._events import (
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
 from ._retry import RetryPolicy, Timeouts
-from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, PhasePlan, Router
 from ._stream import AsyncStream, Stream, parse_partial_json
 from ._supervisor import ProxyBufferingWarning
+from .routing import ContextLengthError, EmbeddedRouter, Router
+from .routing.remote import TallyRouter
 
 __all__ = [
     "APIStatusError",
+    "APITimeoutError",
     "AsyncClient",
     "AsyncStream",
     "Attempt",
@@ -72,6 +77,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "ConnectTimeout",
+    "ContextLengthError",
     "Decision",
     "EmbeddedRouter",
     "Envelope",
@@ -84,7 +90,10 @@ __all__ = [
     "MissingAPIKeyError",
     "ModelSpec",
     "OverloadedError",
+    "PermissionDeniedError",
     "PhasePlan",
+    "PoolTimeout",
+    "Price",
     "ProtocolError",
     "ProviderError",
     "ProxyBufferingWarning",
@@ -101,9 +110,9 @@ __all__ = [
     "StreamInterrupted",
     "StructuredOutputError",
     "TallyError",
+    "TallyRouter",
     "TextDelta",
     "ThinkingDelta",
-    "TimeoutError_",
     "Timeouts",
     "Tool",
     "ToolCall",
