@@ -255,3 +255,20 @@ def test_a_router_written_for_two_arguments_still_works_and_keeps_caller_choices
     )
     with pytest.raises(ConfigurationError, match="route"):
         Client(PAIR, providers={"p": codec}, router=object())  # type: ignore[arg-type]
+
+
+def test_the_decision_types_live_in_a_leaf_module() -> None:
+    # The old cycle _envelope -> _errors -> _response -> _routing -> _envelope is gone: the
+    # decision types import nothing of ours.
+    import ast
+
+    import tally_client._decision as leaf
+
+    tree = ast.parse(Path(leaf.__file__).read_text())
+    ours = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and (node.level > 0 or (node.module or "").startswith("tally_client"))
+    ]
+    assert ours == []

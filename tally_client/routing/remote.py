@@ -362,7 +362,10 @@ class TallyRouter:
             self._http.close()
 
     async def aclose(self) -> None:
-        """`close`, also closing the async connection pool."""
-        self.close()
+        """`close` (its flush waits in a worker thread, not on the event loop), also closing
+        the async connection pool."""
+        import anyio
+
+        await anyio.to_thread.run_sync(self.close)
         if self._ahttp is not None:
             await self._ahttp.aclose()
