@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,17 +65,38 @@ def test_exploration_is_flagged_and_only_while_unsure(tmp_path: Path) -> None:
     assert all("exploring" in d.reasons[-1] for d in explored)
 
 
-def test_state_persists_and_reloads(tmp_path: Path) -> None:
+RELOAD = """
+import sys
+from tally_client import EmbeddedRouter, ModelSpec, build_envelope
+from tally_client._decision import Price
+models = [ModelSpec("cheap", "p", quality=2, price=Price(0.1, 0.4)),
+          ModelSpec("dear", "p", quality=3, price=Price(2.0, 8.0))]
+env = build_envelope(task_type="qa-simple", consumer="machine", expected_output_tokens=50)
+router = EmbeddedRouter(store=sys.argv[1], seed=99)
+d = router.route(env, models)
+seen = router.learner.observations(d.shape)
+print(d.model, d.exploration, int(sum(n for n, _ in seen.values())))
+"""
+
+
+def test_state_persists_and_reloads_in_a_new_process(tmp_path: Path) -> None:
     store = tmp_path / "r.db"
     router = EmbeddedRouter(store=store, seed=1)
     run(router, 200, {"cheap": 0.95, "dear": 0.96})
     router.close()
-    again = EmbeddedRouter(store=store, seed=99)
-    d = again.route(QA, MODELS)
-    assert d.model == "cheap" and not d.exploration
-    assert again.learner is not None
-    seen = again.learner.observations(d.shape or "")
-    assert sum(n for n, _ in seen.values()) == 200
+    out = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(store)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["cheap", "False", "200"]
+
+
+def test_learners_of_one_store_share_what_they_learn(tmp_path: Path) -> None:
+    store = tmp_path / "shared.db"
+    a, b = EmbeddedRouter(store=store, seed=1), EmbeddedRouter(store=store, seed=2)
+    run(a, 50, {"cheap": 0.95, "dear": 0.96})
+    assert b.learner is not None and a.learner is not None
+    shape = b.route(QA, MODELS).shape or ""
+    assert b.learner.observations(shape) == a.learner.observations(shape)
 
 
 def _writer(store: str, model: str, n: int) -> None:

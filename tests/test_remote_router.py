@@ -165,7 +165,7 @@ def test_a_hanging_telemetry_endpoint_never_delays_a_call(
 
 
 def test_a_full_telemetry_queue_drops_without_blocking(tally: TallyServer) -> None:
-    tally.fault, tally.delay = "hang-telemetry", 2.0
+    tally.fault, tally.delay = "hang-telemetry", 0.5
     telemetry = Telemetry(tally.url, KEY, "v2", maxsize=3, timeout=5.0)
     router = TallyRouter(KEY, tally.url, telemetry=False)
     from tally_client import build_envelope

@@ -25,6 +25,7 @@ call: the learner carries on in memory and logs why.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
@@ -114,133 +115,32 @@ class Learner:
     ) -> None:
         self.prior_weight = prior_weight
         self.pooled_prior = pooled_prior
-        self._pooled: dict[str, list[float]] = {}
         self.path = str(default_store() if store is None else store)
         self.cost_weight = cost_weight
         self.latency_weight = latency_weight
         self.explore_below = explore_below
         self._rng = random.Random(seed)
-        self._stats: dict[str, dict[str, list[float]]] = {}
-        self._recorded: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self._db_failed: str | None = None
-        self._writer: Worker[tuple[str, str, float, float]] = Worker(
-            self._write, maxsize=10_000, name="tally-router-store"
-        )
-
-    # -- the store -----------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection | None:
-        import sqlite3  # on first use: `import tally_client` stays cheap
-
-        if self._db is not None or self._db_failed is not None or self.path == ":memory:":
-            return self._db
-        try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS arms (shape TEXT NOT NULL, model TEXT NOT NULL, "
-                "n REAL NOT NULL, s REAL NOT NULL, PRIMARY KEY (shape, model))"
-            )
-            db.commit()
-        except (sqlite3.Error, OSError) as exc:
-            self._fail(exc)
-            return None
-        self._db = db
-        return db
-
-    def _fail(self, exc: BaseException) -> None:
-        import sqlite3  # on first use: `import tally_client` stays cheap
-
-        self._db_failed = f"{type(exc).__name__}: {exc}"
-        log.warning(
-            "the routing store %s is unusable (%s): learning continues in memory only; "
-            "Learner.reset() recreates it",
-            self.path,
-            self._db_failed,
-        )
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
-
-    def _load(self, shape: str) -> dict[str, list[float]]:
-        import sqlite3  # on first use: `import tally_client` stays cheap
-
-        arms: dict[str, list[float]] = {}
-        with self._lock:
-            db = self._connect()
-            if db is not None:
-                try:
-                    rows = db.execute(
-                        "SELECT model, n, s FROM arms WHERE shape = ?", (shape,)
-                    ).fetchall()
-                    arms = {m: [float(n), float(s)] for m, n, s in rows}
-                    for m, (n, s) in arms.items():
-                        pool = self._pooled.setdefault(m, [0.0, 0.0])
-                        pool[0] += n
-                        pool[1] += s
-                except sqlite3.Error as exc:
-                    self._fail(exc)
-        self._stats[shape] = arms
-        return arms
-
-    def _write(self, batch: list[tuple[str, str, float, float]]) -> None:
-        import sqlite3  # on first use: `import tally_client` stays cheap
-
-        with self._lock:
-            db = self._connect()
-            if db is None:
-                return
-            try:
-                with db:
-                    db.executemany(
-                        "INSERT INTO arms (shape, model, n, s) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (shape, model) DO UPDATE SET n = n + excluded.n, "
-                        "s = s + excluded.s",
-                        batch,
-                    )
-            except sqlite3.Error as exc:
-                self._fail(exc)
+        # What is learned lives in one _Store per file, shared by every Learner of this
+        # process that names it: one connection, one writer thread, one memory of outcomes.
+        self._store = _store_for(self.path)
+        self._stats = self._store.stats
+        self._pooled = self._store.pooled
+        self._recorded = self._store.recorded
+        self._load = self._store.load
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Write what was learned to the store; False if it did not finish in `timeout` s."""
-        return self._writer.flush(timeout)
+        return self._store.writer.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Flush and close the store."""
-        self._writer.close(timeout)
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        """Write what was learned to the store (the file stays open for the process's other
+        learners; it is flushed again at exit)."""
+        self.flush(timeout)
 
     def reset(self) -> None:
-        import sqlite3  # on first use: `import tally_client` stays cheap
-
-        """Forget everything learned, here and in the store (a corrupt store is recreated)."""
-        self._writer.flush(5.0)
-        with self._lock:
-            self._stats.clear()
-            self._pooled.clear()
-            self._recorded.clear()
-            db = self._connect()
-            if db is not None:
-                try:
-                    with db:
-                        db.execute("DELETE FROM arms")
-                    return
-                except sqlite3.Error as exc:
-                    self._fail(exc)
-            if self.path != ":memory:":
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(OSError):
-                        os.unlink(self.path + suffix)
-            self._db_failed = None
-            self._connect()
+        """Forget everything learned, in this process and in the store (a corrupt store is
+        recreated)."""
+        self._store.reset()
 
     # -- learning --------------------------------------------------------------------------
 
@@ -276,7 +176,7 @@ class Learner:
         pool[0] += dn
         pool[1] += ds
         if self.path != ":memory:":
-            self._writer.submit((shape, model, dn, ds))
+            self._store.writer.submit((shape, model, dn, ds))
 
     def choose(
         self,
@@ -357,3 +257,133 @@ class Learner:
                 f"{means[second]:.2f}; cost weight {self.cost_weight})",
             )
         return Pick(pick, confidence, explored, reasons)
+
+
+class _Store:
+    """The learned state of one store file in this process, and its SQLite connection."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.stats: dict[str, dict[str, list[float]]] = {}
+        self.pooled: dict[str, list[float]] = {}
+        self.recorded: OrderedDict[str, float] = OrderedDict()
+        self.lock = threading.Lock()
+        self.db: sqlite3.Connection | None = None
+        self.failed: str | None = None
+        self.writer: Worker[tuple[str, str, float, float]] = Worker(
+            self.write, maxsize=10_000, name="tally-router-store"
+        )
+
+    def connect(self) -> sqlite3.Connection | None:
+        import sqlite3  # on first use: `import tally_client` stays cheap
+
+        if self.db is not None or self.failed is not None or self.path == ":memory:":
+            return self.db
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS arms (shape TEXT NOT NULL, model TEXT NOT NULL, "
+                "n REAL NOT NULL, s REAL NOT NULL, PRIMARY KEY (shape, model))"
+            )
+            db.commit()
+        except (sqlite3.Error, OSError) as exc:
+            self.fail(exc)
+            return None
+        self.db = db
+        return db
+
+    def fail(self, exc: BaseException) -> None:
+        import sqlite3
+
+        self.failed = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "the routing store %s is unusable (%s): learning continues in memory only; "
+            "Learner.reset() recreates it",
+            self.path,
+            self.failed,
+        )
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+            self.db = None
+
+    def load(self, shape: str) -> dict[str, list[float]]:
+        import sqlite3
+
+        arms: dict[str, list[float]] = {}
+        with self.lock:
+            db = self.connect()
+            if db is not None:
+                try:
+                    rows = db.execute(
+                        "SELECT model, n, s FROM arms WHERE shape = ?", (shape,)
+                    ).fetchall()
+                    arms = {m: [float(n), float(s)] for m, n, s in rows}
+                    for m, (n, s) in arms.items():
+                        pool = self.pooled.setdefault(m, [0.0, 0.0])
+                        pool[0] += n
+                        pool[1] += s
+                except sqlite3.Error as exc:
+                    self.fail(exc)
+        self.stats[shape] = arms
+        return arms
+
+    def write(self, batch: list[tuple[str, str, float, float]]) -> None:
+        import sqlite3
+
+        with self.lock:
+            db = self.connect()
+            if db is None:
+                return
+            try:
+                with db:
+                    db.executemany(
+                        "INSERT INTO arms (shape, model, n, s) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (shape, model) DO UPDATE SET n = n + excluded.n, "
+                        "s = s + excluded.s",
+                        batch,
+                    )
+            except sqlite3.Error as exc:
+                self.fail(exc)
+
+    def reset(self) -> None:
+        import sqlite3
+
+        self.writer.flush(5.0)
+        with self.lock:
+            self.stats.clear()
+            self.pooled.clear()
+            self.recorded.clear()
+            db = self.connect()
+            if db is not None:
+                try:
+                    with db:
+                        db.execute("DELETE FROM arms")
+                    return
+                except sqlite3.Error as exc:
+                    self.fail(exc)
+            if self.path != ":memory:":
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path + suffix)
+            self.failed = None
+            self.connect()
+
+
+_stores: dict[str, _Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _store_for(path: str) -> _Store:
+    if path == ":memory:":
+        return _Store(path)  # nothing to share: each in-memory learner is its own
+    key = os.path.abspath(path)
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = _Store(path)
+            atexit.register(store.writer.flush, 2.0)
+        return store

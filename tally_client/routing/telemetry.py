@@ -136,3 +136,5 @@ class Telemetry:
     def close(self, timeout: float = 5.0) -> None:
         """Flush (up to `timeout` seconds), then stop; later outcomes are dropped."""
         self._worker.close(timeout)
+        if self._http is not None:
+            self._http.close()
