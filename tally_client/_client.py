@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 import httpx
@@ -10,6 +11,13 @@ import httpx
 from ._decision import CallerChoice, Decision, ModelSpec, Outcome
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
+from ._options import (
+    check_headers,
+    check_option_names,
+    check_option_values,
+    check_prompt,
+    check_text,
+)
 from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
 from ._response import Response
 from ._retry import RetryPolicy, Timeouts
@@ -56,6 +64,17 @@ class CallOptions(TypedDict, total=False):
         timeouts: time limits for this call (default: the client's).
         retry: the retry policy for this call (default: the client's).
         extra_body: provider-specific request fields, merged into the body last.
+        extra_headers: HTTP headers for this call, over the client's (ASCII str values).
+        stop: stop sequences (a str or a list): the output ends before the first one.
+        seed: a sampling seed (OpenAI Chat, Gemini, compatible servers).
+        top_p: nucleus sampling, 0 to 1 (every protocol).
+        top_k: sample among the k most likely tokens (Anthropic, Gemini, compatible servers).
+        presence_penalty: OpenAI Chat, Gemini, compatible servers.
+        frequency_penalty: OpenAI Chat, Gemini, compatible servers.
+
+    A sampling option the chosen provider has no field for raises `ConfigurationError`
+    naming the provider (never a silent drop); an unknown option name raises one naming the
+    closest valid option.
     """
 
     system: str
@@ -73,6 +92,17 @@ class CallOptions(TypedDict, total=False):
     timeouts: Timeouts
     retry: RetryPolicy
     extra_body: Mapping[str, Any]
+    extra_headers: Mapping[str, str]
+    stop: str | Sequence[str]
+    seed: int
+    top_p: float
+    top_k: int
+    presence_penalty: float
+    frequency_penalty: float
+
+
+CALL_OPTIONS = CallOptions.__optional_keys__ | CallOptions.__required_keys__
+"""Every keyword a call method takes."""
 
 
 class _BaseClient:
@@ -89,9 +119,13 @@ class _BaseClient:
         protocol: str,
         timeouts: Timeouts | None,
         retry: RetryPolicy | None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._own_router = router is None or isinstance(router, str)
         router = _make_router(router)
+        self.extra_headers = check_headers(extra_headers, "extra_headers")
+        for name, value in (("timeouts", timeouts), ("retry", retry)):
+            check_option_values({name: value})
         # The provider registry loads with the first client, not with the package.
         from ._config import default_setup, load_provider
 
@@ -141,8 +175,12 @@ class _BaseClient:
                 expected_output_tokens, schema, tools, ...) are what the router reads.
 
         Raises:
-            ConfigurationError: an unknown option value or model.
+            ConfigurationError: an unknown option, option value or model.
         """
+        check_option_names(options, CALL_OPTIONS)
+        check_option_values(options)
+        if prompt:
+            check_prompt(prompt)
         messages = normalize_messages(prompt, options.get("system")) if prompt else ()
         envelope = self._envelope(messages, options)
         return self.router.route(envelope, *self._route_args(options.get("model"), None))
@@ -237,13 +275,20 @@ class _BaseClient:
 
         return observe
 
+    def _check_call(self, prompt: str | Sequence[Message], options: CallOptions) -> None:
+        check_option_names(options, CALL_OPTIONS)
+        check_prompt(prompt)
+        check_option_values(options)
+
     def _supervise(
         self,
         decision: Decision,
         envelope: Envelope,
+        prompt: str | Sequence[Message],
         messages: Sequence[Message],
         options: CallOptions,
     ) -> tuple[Supervisor, WireRequest]:
+        call_headers = check_headers(options.get("extra_headers"), "extra_headers")
         spec = CallSpec(
             messages=tuple(messages),
             max_tokens=options.get("max_tokens"),
@@ -252,7 +297,20 @@ class _BaseClient:
             schema_name=options.get("schema_name", "output"),
             tools=normalize_tools(options.get("tools")),
             extra_body=options.get("extra_body") or {},
+            stop=_stop_tuple(options.get("stop")),
+            seed=options.get("seed"),
+            top_p=options.get("top_p"),
+            top_k=options.get("top_k"),
+            presence_penalty=options.get("presence_penalty"),
+            frequency_penalty=options.get("frequency_penalty"),
         )
+        # Every text that goes out, checked once: a lone surrogate cannot be sent as UTF-8.
+        check_text(prompt, "prompt" if isinstance(prompt, str) else "messages")
+        check_text(options.get("system"), "system")
+        check_text(spec.tools, "tools")
+        check_text(spec.stop, "stop")
+        check_text(spec.schema, "schema")
+        check_text(spec.extra_body, "extra_body")
         provider = self.providers[decision.provider]
         sup = Supervisor(
             provider,
@@ -264,7 +322,14 @@ class _BaseClient:
             structured=spec.schema is not None,
         )
         sup.on_end = self._observer(decision, envelope, spec.schema is not None)
-        return sup, provider.build_request(spec, decision.model, stream=decision.stream)
+        wire = provider.build_request(spec, decision.model, stream=decision.stream)
+        if self.extra_headers or call_headers:
+            from .providers._base import auth_values
+
+            extra = {**self.extra_headers, **call_headers}
+            wire = replace(wire, headers={**wire.headers, **extra})
+            sup.secrets = auth_values(extra)
+        return sup, wire
 
     def _plan(
         self,
@@ -273,6 +338,7 @@ class _BaseClient:
         stream: bool | None,
         count: Callable[[Provider, Sequence[Message]], int | None] | None = None,
     ) -> tuple[Supervisor, WireRequest]:
+        self._check_call(prompt, options)
         messages = normalize_messages(prompt, options.get("system"))
         envelope = self._envelope(messages, options)
         target = self._count_target(envelope) if count is not None else None
@@ -281,41 +347,14 @@ class _BaseClient:
             if tokens is not None:
                 envelope = self._envelope(messages, options, tokens)
         decision = self.router.route(envelope, *self._route_args(options.get("model"), stream))
-        return self._supervise(decision, envelope, messages, options)
+        return self._supervise(decision, envelope, prompt, messages, options)
 
-
-def _make_router(router: Router | str | None) -> Router | None:
-    if router is None or router == "embedded":
-        return None
-    if router == "tally":
-        from .routing.remote import TallyRouter
-
-        return TallyRouter()
-    if isinstance(router, str):
-        raise ConfigurationError(
-            f"router={router!r}: pass 'embedded' (default), 'tally' (the hosted router: "
-            "TALLY_API_KEY, TALLY_BASE_URL) or an object with a route() method"
-        )
-    from .routing.router import as_router
-
-    return as_router(router)
-
-
-def _outcome(decision: Decision, response: Response, success: float, state: str) -> Outcome:
-    usage = response.usage
-    return Outcome(
-        decision_id=decision.id,
-        model=decision.model,
-        success=success,
-        state=state,
-        finish_reason=response.finish_reason,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cost=response.cost,
-        latency=response.metrics.total_seconds,
-        stream=decision.stream,
-        attempts=max(1, len(response.attempts)),
-    )
+    def _check_open(self, closed: bool) -> None:
+        if closed:
+            raise ConfigurationError(
+                f"this {type(self).__name__} is closed (its `with` block ended or close() was "
+                "called): make calls inside the block, or create a new client"
+            )
 
 
 class Client(_BaseClient):
@@ -344,6 +383,12 @@ class Client(_BaseClient):
             that is still waiting for response headers (it ends at the first-token limit).
         max_connections: the pool size of the client's own `httpx.Client`: how many calls
             (streams hold one for their whole length) can be open at once; default 1,000.
+        extra_headers: HTTP headers sent with every request (a call's `extra_headers=` adds
+            to them and wins on a clash), as the official SDKs' `default_headers` do.
+
+    Raises:
+        ConfigurationError: bad arguments (see the message), including `Timeouts` or
+            `RetryPolicy` values out of range and non-ASCII header values.
 
     Example:
         with Client() as client:
@@ -364,9 +409,19 @@ class Client(_BaseClient):
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
         max_connections: int = MAX_CONNECTIONS,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
-            models, providers, router, base_url, api_key, model, protocol, timeouts, retry
+            models,
+            providers,
+            router,
+            base_url,
+            api_key,
+            model,
+            protocol,
+            timeouts,
+            retry,
+            extra_headers,
         )
         self._own_http = http_client is None
         if http_client is None:
@@ -438,6 +493,7 @@ class Client(_BaseClient):
     ) -> Stream:
         from .routing.tokens import count_sync
 
+        self._check_open(self._http.is_closed)
         sup, wire = self._plan(prompt, options, stream, lambda p, m: count_sync(self._http, p, m))
         return Stream(self._http, sup, wire)
 
@@ -464,9 +520,19 @@ class AsyncClient(_BaseClient):
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
         max_connections: int = MAX_CONNECTIONS,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
-            models, providers, router, base_url, api_key, model, protocol, timeouts, retry
+            models,
+            providers,
+            router,
+            base_url,
+            api_key,
+            model,
+            protocol,
+            timeouts,
+            retry,
+            extra_headers,
         )
         self._own_http = http_client is None
         if http_client is None:
@@ -497,6 +563,10 @@ class AsyncClient(_BaseClient):
 
         Awaited: a hosted router is asked without blocking the event loop.
         """
+        check_option_names(options, CALL_OPTIONS)
+        check_option_values(options)
+        if prompt:
+            check_prompt(prompt)
         messages = normalize_messages(prompt, options.get("system")) if prompt else ()
         envelope = self._envelope(messages, options)
         return await self._aroute(envelope, options.get("model"), None)
@@ -513,6 +583,8 @@ class AsyncClient(_BaseClient):
         self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
     ) -> Response:
         """Make an atomic call; see `Client.complete`."""
+        self._check_open(self._http.is_closed)
+        self._check_call(prompt, options)
         messages = normalize_messages(prompt, options.get("system"))
         envelope = self._envelope(messages, options)
         target = self._count_target(envelope)
@@ -523,7 +595,7 @@ class AsyncClient(_BaseClient):
             if tokens is not None:
                 envelope = self._envelope(messages, options, tokens)
         decision = await self._aroute(envelope, options.get("model"), False)
-        sup, wire = self._supervise(decision, envelope, messages, options)
+        sup, wire = self._supervise(decision, envelope, prompt, messages, options)
         return await AsyncStream(self._http, sup, wire).final()
 
     def stream(
@@ -541,20 +613,62 @@ class AsyncClient(_BaseClient):
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> AsyncStream:
+        self._check_open(self._http.is_closed)
         if isinstance(self.router, EmbeddedRouter) or not hasattr(self.router, "aroute"):
             sup, wire = self._plan(prompt, options, stream)
             return AsyncStream(self._http, sup, wire)
         # A router that does network I/O: the request waits for its async answer, made when
         # the stream is first iterated; until then `decision` is the local fallback's.
+        self._check_call(prompt, options)
         messages = normalize_messages(prompt, options.get("system"))
         envelope = self._envelope(messages, options)
         local = getattr(self.router, "fallback", None) or EmbeddedRouter(learning=False)
         provisional = local.route(envelope, *self._route_args(options.get("model"), stream))
-        sup, wire = self._supervise(provisional, envelope, messages, options)
+        sup, wire = self._supervise(provisional, envelope, prompt, messages, options)
         sup.on_end = None
 
         async def prepare() -> tuple[Supervisor, WireRequest]:
             decision = await self._aroute(envelope, options.get("model"), stream)
-            return self._supervise(decision, envelope, messages, options)
+            return self._supervise(decision, envelope, prompt, messages, options)
 
         return AsyncStream(self._http, sup, wire, prepare)
+
+
+def _stop_tuple(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+def _make_router(router: Router | str | None) -> Router | None:
+    if router is None or router == "embedded":
+        return None
+    if router == "tally":
+        from .routing.remote import TallyRouter
+
+        return TallyRouter()
+    if isinstance(router, str):
+        raise ConfigurationError(
+            f"router={router!r}: pass 'embedded' (default), 'tally' (the hosted router: "
+            "TALLY_API_KEY, TALLY_BASE_URL) or an object with a route() method"
+        )
+    from .routing.router import as_router
+
+    return as_router(router)
+
+
+def _outcome(decision: Decision, response: Response, success: float, state: str) -> Outcome:
+    usage = response.usage
+    return Outcome(
+        decision_id=decision.id,
+        model=decision.model,
+        success=success,
+        state=state,
+        finish_reason=response.finish_reason,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost=response.cost,
+        latency=response.metrics.total_seconds,
+        stream=decision.stream,
+        attempts=max(1, len(response.attempts)),
+    )
