@@ -95,9 +95,7 @@ class TallyServer:
                 request = TallyRequest(
                     self.path, {k.lower(): v for k, v in self.headers.items()}, body
                 )
-                with owner._lock:
-                    owner.requests.append(request)
-                status, reply = owner._answer(request)
+                status, reply = owner.handle(request)
                 data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
                 try:
                     self.send_response(status)
@@ -127,7 +125,10 @@ class TallyServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _answer(self, request: TallyRequest) -> tuple[int, Any]:
+    def handle(self, request: TallyRequest) -> tuple[int, Any]:
+        """Record `request` and answer it: (HTTP status, a JSON value or raw bytes)."""
+        with self._lock:
+            self.requests.append(request)
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return 401, {"error": "invalid API key"}
         try:
