@@ -56,6 +56,7 @@ test: lint model system-deps node-deps
 
 bench: setup
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.routing
 	$(PY) -m benchmarks.web
 
 clean:
