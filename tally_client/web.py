@@ -253,6 +253,7 @@ def decision_metadata(decision: Decision | None) -> dict[str, Any] | None:
     if decision is None:
         return None
     return {
+        "id": getattr(decision, "id", None),  # the decision's id, for outcome feedback
         "model": decision.model,
         "provider": decision.provider,
         "stream": decision.stream,

@@ -102,6 +102,7 @@ def test_events_protocol() -> None:
     start = json.loads(events[0][1])
     assert start["messageId"] == "m1" and start["metadata"]["chatId"] == "c1"
     assert start["metadata"]["decision"]["stream"] is True
+    assert start["metadata"]["decision"]["id"]
     assert "".join(json.loads(d)["text"] for n, d in events if n == "text") == TEXT
     done = json.loads(events[-1][1])
     assert done["metadata"]["state"] == "complete" and done["toolCalls"] == []
