@@ -16,7 +16,7 @@ import contextlib
 import json
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -78,6 +78,17 @@ class _StreamBase:
     def streaming(self) -> bool:
         """True when the call is delivered as an SSE stream, False when atomic."""
         return self._sup.stream
+
+    @property
+    def started(self) -> bool:
+        """True once iteration began (a stream is iterated once)."""
+        return self._started
+
+    @property
+    def request_body(self) -> Mapping[str, Any]:
+        """The JSON body sent to the provider, in its own protocol's shape (no headers: they
+        may hold the API key). For a call planned on first iteration, known from then on."""
+        return self._wire.json
 
     @property
     def response(self) -> Response:

@@ -204,7 +204,7 @@ def sse_response(
         raise ConfigurationError(
             f"sse_response() relays an AsyncStream or a Stream, not {type(stream).__name__}"
         )
-    if getattr(stream, "_started", False):
+    if stream.started:
         raise ConfigurationError("this stream was already iterated: pass a fresh stream")
     for name, value in (("ping", ping), ("smooth", smooth)):
         if value is not None and not (value > 0 and math.isfinite(value)):
@@ -772,9 +772,7 @@ class _Relay:
 
 def _max_tokens(stream: AsyncStream | Stream) -> int | None:
     """The output limit the call sent, read from its request body (any of our protocols)."""
-    body = getattr(getattr(stream, "_wire", None), "json", None)
-    if not isinstance(body, Mapping):
-        return None
+    body = stream.request_body
     for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(key)
         if isinstance(value, int):
