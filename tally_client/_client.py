@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, overload
 
 import httpx
 
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
+from ._output import structured_call
 from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
 from ._response import Response
 from ._retry import RetryPolicy, Timeouts
@@ -18,27 +19,35 @@ from ._stream import AsyncStream, Stream
 from ._supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from ._toolrun import AsyncToolRun, ToolRun
+    from ._tools import ToolLoop
     from .providers._base import Provider
 
 __all__ = ["AsyncClient", "CallOptions", "Client"]
+
+T = TypeVar("T")
 
 POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
 """Streams hold a connection for their whole length: httpx's default cap of 100 connections
 would make the 101st concurrent stream wait for a slot, so the pool is wider."""
 
 
-class CallOptions(TypedDict, total=False):
-    """Keyword options every call method takes (all optional).
+class _Options(TypedDict, total=False):
+    """Keyword options every call method takes (all optional); `CallOptions` adds `schema`.
 
     Attributes:
         system: a system prompt, put before the messages.
         model: skip the model choice and use this model.
         max_tokens: output limit, in tokens (also the envelope's expected output length).
         temperature: sampling temperature.
-        schema: a JSON Schema the output must follow (structured output); the final text is
-            checked strictly and parsed into `Response.parsed`.
-        schema_name: the name given to that schema (default "output").
-        tools: functions the model may call (`Tool`s or dicts with name/description/parameters).
+        schema: the structured output's type: a Pydantic model class, any type Pydantic's
+            `TypeAdapter` accepts (dataclass, TypedDict, `list[Model]`, ...), or a JSON Schema
+            dict. Sent as each provider's native structured output; the final text is
+            validated strictly into `Response.parsed` (see docs/structured-output.md).
+        schema_name: the name given to that schema (default: the type's name, the dict's
+            `title`, else "output").
+        tools: functions the model may call: Python functions (sync or async; the signature
+            and docstring give the schema), `Tool`s, or dicts with name/description/parameters.
         consumer: "human", "machine" or "pipeline": who reads the output.
         task_type: the kind of work ("chat", "summarisation", "extraction", ...).
         structure_type: the output's form: "prose", "code", "json", "list" or "mixed".
@@ -53,9 +62,8 @@ class CallOptions(TypedDict, total=False):
     model: str
     max_tokens: int
     temperature: float
-    schema: Mapping[str, Any]
     schema_name: str
-    tools: Sequence[Tool | Mapping[str, Any]]
+    tools: Sequence[Tool | Mapping[str, Any] | Callable[..., Any]]
     consumer: Consumer
     task_type: str
     structure_type: StructureType
@@ -64,6 +72,12 @@ class CallOptions(TypedDict, total=False):
     timeouts: Timeouts
     retry: RetryPolicy
     extra_body: Mapping[str, Any]
+
+
+class CallOptions(_Options, total=False):
+    """Every keyword option of a call: those of `_Options`, and `schema` (documented there)."""
+
+    schema: Any
 
 
 class _BaseClient:
@@ -146,6 +160,16 @@ class _BaseClient:
             time_sensitive=options.get("time_sensitive", False),
         )
 
+    def _tool_loop(
+        self, prompt: str | Sequence[Message], max_rounds: int, options: CallOptions
+    ) -> ToolLoop:
+        from ._tools import ToolLoop
+
+        messages = normalize_messages(prompt, options.get("system"))
+        rest = CallOptions(**options)
+        rest.pop("system", None)  # already the first message
+        return ToolLoop(messages, normalize_tools(options.get("tools")), rest, max_rounds)
+
     def _decide(self, envelope: Envelope, model: str | None) -> Decision:
         if model is None:
             return self.router.route(envelope, self.models)
@@ -175,12 +199,13 @@ class _BaseClient:
                 reasons=(f"the caller chose {how}", *decision.reasons),
                 source="caller",
             )
+        structured = structured_call(options.get("schema"), options.get("schema_name"))
         spec = CallSpec(
             messages=messages,
             max_tokens=options.get("max_tokens"),
             temperature=options.get("temperature"),
-            schema=options.get("schema"),
-            schema_name=options.get("schema_name", "output"),
+            schema=structured.spec.json_schema if structured else None,
+            schema_name=structured.spec.name if structured else "output",
             tools=normalize_tools(options.get("tools")),
             extra_body=options.get("extra_body") or {},
         )
@@ -192,7 +217,7 @@ class _BaseClient:
             policy=options.get("retry") or self.retry,
             timeouts=options.get("timeouts") or self.timeouts,
             decision=decision,
-            structured=spec.schema is not None,
+            structured=structured,
         )
         return sup, provider.build_request(spec, decision.model, stream=decision.stream)
 
@@ -259,6 +284,18 @@ class Client(_BaseClient):
         if self._own_http:
             self._http.close()
 
+    @overload
+    def complete(
+        self, prompt: str | Sequence[Message], *, schema: type[T], **options: Unpack[_Options]
+    ) -> Response[T]: ...
+    @overload
+    def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **options: Unpack[_Options],
+    ) -> Response: ...
     def complete(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Response:
         """Make an atomic call and return the whole Response, with exact usage.
 
@@ -268,11 +305,23 @@ class Client(_BaseClient):
 
         Raises:
             ProviderError: the call failed after the retries the policy allows.
-            StructuredOutputError: a schema was given and the output is not valid JSON.
+            StructuredOutputError: a schema was given and the output does not match it.
             ConfigurationError: bad arguments, an unknown model, a missing key.
         """
         return self._stream(prompt, options, False).final()
 
+    @overload
+    def stream(
+        self, prompt: str | Sequence[Message], *, schema: type[T], **options: Unpack[_Options]
+    ) -> Stream[T]: ...
+    @overload
+    def stream(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **options: Unpack[_Options],
+    ) -> Stream: ...
     def stream(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Stream:
         """Start a streamed call: iterate its events or text, or block on `final()`.
 
@@ -288,6 +337,18 @@ class Client(_BaseClient):
         """
         return self._stream(prompt, options, True)
 
+    @overload
+    def respond(
+        self, prompt: str | Sequence[Message], *, schema: type[T], **options: Unpack[_Options]
+    ) -> Stream[T]: ...
+    @overload
+    def respond(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **options: Unpack[_Options],
+    ) -> Stream: ...
     def respond(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Stream:
         """Make the call the way the router decides: streamed or atomic.
 
@@ -298,6 +359,35 @@ class Client(_BaseClient):
             ConfigurationError: bad arguments, an unknown model, a missing key.
         """
         return self._stream(prompt, options, None)
+
+    def run_tools(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        max_rounds: int = 10,
+        **options: Unpack[CallOptions],
+    ) -> ToolRun:
+        """Run a tool loop: call the model, run the tools it asks for, repeat until it answers.
+
+        Each round is routed like `respond()`: with tools in scope the tool phase is atomic,
+        and the round after tool results (the synthesis) streams when its decision says so.
+        The model's tool calls are validated against their schemas and run (several at once
+        in threads); a tool that raises, or invalid arguments, become an error result for
+        the model, the exception kept on the round. See docs/structured-output.md.
+
+        Args:
+            prompt: a prompt string, or messages.
+            max_rounds: the most model calls (default 10); reaching it ends the run with
+                `stop_reason` "max_rounds".
+            **options: see `CallOptions` (applied to every round); `tools` is required:
+                Python functions (sync or async), or Tools with a `function`.
+
+        Raises:
+            ConfigurationError: no tools, a tool without a function, bad arguments.
+        """
+        from ._toolrun import ToolRun
+
+        return ToolRun(self, self._tool_loop(prompt, max_rounds, options))
 
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
@@ -349,23 +439,72 @@ class AsyncClient(_BaseClient):
         if self._own_http:
             await self._http.aclose()
 
+    @overload
+    async def complete(
+        self, prompt: str | Sequence[Message], *, schema: type[T], **options: Unpack[_Options]
+    ) -> Response[T]: ...
+    @overload
+    async def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **options: Unpack[_Options],
+    ) -> Response: ...
     async def complete(
         self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
     ) -> Response:
         """Make an atomic call; see `Client.complete`."""
         return await self._stream(prompt, options, False).final()
 
+    @overload
+    def stream(
+        self, prompt: str | Sequence[Message], *, schema: type[T], **options: Unpack[_Options]
+    ) -> AsyncStream[T]: ...
+    @overload
+    def stream(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **options: Unpack[_Options],
+    ) -> AsyncStream: ...
     def stream(
         self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
     ) -> AsyncStream:
         """Start a streamed call; see `Client.stream`."""
         return self._stream(prompt, options, True)
 
+    @overload
+    def respond(
+        self, prompt: str | Sequence[Message], *, schema: type[T], **options: Unpack[_Options]
+    ) -> AsyncStream[T]: ...
+    @overload
+    def respond(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Mapping[str, Any] | None = None,
+        **options: Unpack[_Options],
+    ) -> AsyncStream: ...
     def respond(
         self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
     ) -> AsyncStream:
         """Make the call the way the router decides; see `Client.respond`."""
         return self._stream(prompt, options, None)
+
+    def run_tools(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        max_rounds: int = 10,
+        **options: Unpack[CallOptions],
+    ) -> AsyncToolRun:
+        """Run a tool loop; see `Client.run_tools` (async tools awaited as tasks, sync ones in
+        worker threads, never on the event loop)."""
+        from ._toolrun import AsyncToolRun
+
+        return AsyncToolRun(self, self._tool_loop(prompt, max_rounds, options))
 
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +22,15 @@ _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 class Tool:
     """A function the model may call.
 
+    Build one from a Python function with `tool_from_function(f)` (or pass `f` itself as a
+    tool): the signature and docstring give the parameters and description.
+
     Attributes:
         name: the function name.
         description: what it does, for the model.
         parameters: a JSON Schema object for its arguments.
+        function: the Python function `run_tools()` calls with the validated arguments (sync
+            or async); None for a tool only described to the model.
     """
 
     name: str
@@ -33,6 +38,8 @@ class Tool:
     parameters: Mapping[str, Any] = field(
         default_factory=lambda: {"type": "object", "properties": {}}
     )
+    function: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+    _validator: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -98,11 +105,15 @@ def normalize_messages(prompt: str | Sequence[Message], system: str | None) -> t
     return tuple(messages)
 
 
-def normalize_tools(tools: Sequence[Tool | Mapping[str, Any]] | None) -> tuple[Tool, ...]:
-    """Accept `Tool`s, `{"name", "description", "parameters"}` dicts, or OpenAI tool dicts.
+def normalize_tools(
+    tools: Sequence[Tool | Mapping[str, Any] | Callable[..., Any]] | None,
+) -> tuple[Tool, ...]:
+    """Accept Python functions, `Tool`s, `{"name", "description", "parameters"}` dicts, or
+    OpenAI tool dicts.
 
     Raises:
-        ConfigurationError: a tool has no name.
+        ConfigurationError: a tool has no name, or a function cannot be described (see
+            `tool_from_function`).
     """
     if not tools:
         return ()
@@ -110,6 +121,15 @@ def normalize_tools(tools: Sequence[Tool | Mapping[str, Any]] | None) -> tuple[T
     for i, tool in enumerate(tools):
         if isinstance(tool, Tool):
             out.append(tool)
+            continue
+        if not isinstance(tool, Mapping):
+            if not callable(tool):
+                raise ConfigurationError(
+                    f"tools[{i}] is a {type(tool).__name__}: pass a function, a Tool or a dict"
+                )
+            from ._tools import tool_from_function
+
+            out.append(tool_from_function(tool))
             continue
         spec = tool.get("function", tool) if tool.get("type") == "function" else tool
         name = spec.get("name")

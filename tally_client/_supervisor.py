@@ -8,7 +8,6 @@ Supervisor; one attempt, one `Accumulator` and one provider decoder.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,7 +20,6 @@ from ._errors import (
     ProtocolError,
     ProviderError,
     StreamInterrupted,
-    StructuredOutputError,
     TotalTimeout,
 )
 from ._events import (
@@ -46,6 +44,7 @@ from ._response import (
 from ._retry import RetryPolicy, Timeouts
 
 if TYPE_CHECKING:
+    from ._output import StructuredCall
     from ._routing import Decision
     from .providers._base import Provider, StreamDecoder
 
@@ -175,6 +174,7 @@ class Supervisor:
         policy: the retry policy.
         timeouts: the time limits.
         decision: the routing decision, attached to the Response.
+        structured: the structured-output check of the call (None without `schema=`).
         clock: monotonic seconds; injectable for tests.
     """
 
@@ -187,7 +187,7 @@ class Supervisor:
         policy: RetryPolicy,
         timeouts: Timeouts,
         decision: Decision | None = None,
-        structured: bool = False,
+        structured: StructuredCall | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.provider = provider
@@ -468,12 +468,6 @@ class Supervisor:
         else:
             model, response_id = self._meta
         text = acc.text
-        parsed = None
-        if self.structured and state == "complete" and text:
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                parsed = None
         return Response(
             text=text,
             tool_calls=acc.tool_calls(),
@@ -487,32 +481,18 @@ class Supervisor:
             attempts=tuple(self._attempts),
             thinking="".join(acc._thinking),
             raw_finish_reason=acc.raw_finish_reason,
-            parsed=parsed,
             response_id=response_id,
         )
 
 
-def check_structured(response: Response, structured: bool) -> Response:
-    """The strict final check for structured output.
+def check_structured(response: Response, structured: StructuredCall | None) -> Response:
+    """The strict final check for structured output (see `StructuredCall.check`).
 
     Raises:
-        StructuredOutputError: a schema was requested and the complete text is not valid JSON
-            (the error carries the Response).
+        StructuredOutputError: a schema was requested and the complete output does not
+            match it (the error carries the Response, the errors and the last partial value).
     """
-    if not structured or response.state != "complete" or response.parsed is not None:
-        return response
-    if response.tool_calls and not response.text:
-        return response
-    hint = (
-        " The output hit max_tokens (finish_reason 'length'): raise max_tokens."
-        if response.finish_reason == "length"
-        else ""
-    )
-    raise StructuredOutputError(
-        f"the model's output is not valid JSON ({len(response.text)} characters).{hint}"
-        " The text is in .response.text.",
-        response,
-    )
+    return response if structured is None else structured.check(response)
 
 
 def _earlier(a: tuple[float, str] | None, b: tuple[float, str]) -> tuple[float, str]:

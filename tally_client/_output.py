@@ -1,0 +1,309 @@
+"""Output specs for structured output: a schema in, a wire JSON Schema and a strict validator out.
+
+`schema=` takes a Pydantic model class, any type a Pydantic `TypeAdapter` accepts (dataclass,
+TypedDict, `list[Model]`, `Literal[...]`, ...), or a JSON Schema dict. `output_spec()` turns it
+into an `OutputSpec`: the JSON Schema sent to the provider, and the final, strict check
+(Pydantic in strict JSON mode for types; the `jsonschema` library for dicts). Pydantic and
+jsonschema load on the first call that uses them, never at `import tally_client`.
+
+Pure: no I/O. The supervisor asks a per-call `StructuredCall` for the final check, and the
+streams ask it for a `PartialJSON` parser.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigurationError, StructuredOutputError
+from ._events import Reset, StreamEvent, TextDelta
+from ._partial import PartialJSON, extract_json
+
+if TYPE_CHECKING:
+    from ._response import Response
+
+__all__ = [
+    "OutputSpec",
+    "PartialObjects",
+    "StructuredCall",
+    "output_spec",
+    "strict_schema",
+    "structured_call",
+]
+
+_SPECS: dict[Any, OutputSpec] = {}  # types -> their spec (building a TypeAdapter costs ~1 ms)
+
+
+class OutputSpec:
+    """What a call's `schema=` means: the wire JSON Schema and the strict final check.
+
+    Attributes:
+        name: the schema's name on the wire (OpenAI `json_schema.name`, Responses `format.name`).
+        json_schema: the JSON Schema sent to the provider.
+        target: the Python type validated against, or None for a JSON Schema dict.
+        scalar_root: whether the output may be a bare string, number or literal (the root of
+            the schema is not only an object or array).
+    """
+
+    def __init__(self, schema: Any, name: str | None) -> None:
+        self.target: Any = None
+        self._adapter: Any = None
+        self._validator: Any = None
+        if isinstance(schema, Mapping):
+            self.json_schema: dict[str, Any] = dict(schema)
+            self._validator = _json_schema_validator(self.json_schema)
+            default_name = str(schema.get("title") or "output")
+        else:
+            self.target = schema
+            self._adapter = _type_adapter(schema)
+            self.json_schema = self._adapter.json_schema()
+            default_name = getattr(schema, "__name__", None) or "output"
+        self.name = _wire_name(name or default_name)
+        root = self.json_schema.get("type")
+        self.scalar_root = root not in ("object", "array") and not (
+            "properties" in self.json_schema or "$ref" in self.json_schema
+        )
+
+    def validate(self, text: str) -> tuple[bool, Any, tuple[str, ...]]:
+        """Check the final text strictly: (valid, value, errors).
+
+        Code fences and prose around the JSON are tolerated (see `extract_json`); the JSON
+        itself must be complete and valid against the schema. JSON `null` is a valid value
+        where the schema allows it.
+        """
+        found = extract_json(text, scalar_root=self.scalar_root)
+        if found is None:
+            return False, None, ("the output holds no complete JSON document",)
+        value, source = found
+        if self._adapter is not None:
+            from pydantic import ValidationError
+
+            try:
+                return True, self._adapter.validate_json(source, strict=True), ()
+            except ValidationError as exc:
+                return False, None, tuple(_pydantic_error(e) for e in exc.errors())
+        errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.path))
+        if errors:
+            return False, None, tuple(_jsonschema_error(e) for e in errors)
+        return True, value, ()
+
+    def partial_parser(self) -> PartialJSON:
+        """A fresh tolerant parser for this output's partial values."""
+        return PartialJSON(scalar_root=self.scalar_root)
+
+
+def output_spec(schema: Any, name: str | None = None) -> OutputSpec:
+    """The OutputSpec for a `schema=` value (cached for types).
+
+    Raises:
+        ConfigurationError: not a type Pydantic can validate, nor a valid JSON Schema dict.
+    """
+    if isinstance(schema, Mapping):
+        return OutputSpec(schema, name)
+    try:
+        cached = _SPECS.get(schema)
+    except TypeError:  # unhashable: build it each time
+        return OutputSpec(schema, name)
+    if cached is None:
+        cached = _SPECS[schema] = OutputSpec(schema, None)
+    if name is not None and name != cached.name:
+        other = copy.copy(cached)
+        other.name = _wire_name(name)
+        return other
+    return cached
+
+
+def structured_call(schema: Any, name: str | None) -> StructuredCall | None:
+    """The per-call structured-output checker for `schema=` (None without a schema).
+
+    Raises:
+        ConfigurationError: see `output_spec`.
+    """
+    return None if schema is None else StructuredCall(output_spec(schema, name))
+
+
+class StructuredCall:
+    """The structured-output side of one call: its spec, the final check, remembered.
+
+    Raises (from `check`):
+        StructuredOutputError: see `check`.
+    """
+
+    __slots__ = ("_checked", "spec")
+
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        self._checked: tuple[Response, Response] | None = None
+
+    def check(self, response: Response) -> Response:
+        """The Response with `parsed` set to the validated value.
+
+        A Response that is not complete (partial, interrupted, cancelled) is returned as it
+        is, with `parsed` None: its `state` says why. So is one that holds only tool calls.
+
+        Raises:
+            StructuredOutputError: the complete output is not valid JSON for the schema (or was
+                cut by the token limit: `truncated`), with the raw text, the validation
+                errors, the Response and the last partial value.
+        """
+        done = self._checked
+        if done is not None and done[0] is response:
+            return done[1]
+        if response.state != "complete" or (response.tool_calls and not response.text.strip()):
+            return response
+        valid, value, errors = self.spec.validate(response.text)
+        if not valid:
+            raise self._error(response, errors)
+        checked = replace(response, parsed=value)
+        self._checked = (response, checked)
+        return checked
+
+    def _error(self, response: Response, errors: tuple[str, ...]) -> StructuredOutputError:
+        truncated = response.finish_reason == "length"
+        parser = self.spec.partial_parser()
+        parser.feed(response.text)
+        parser.finish()
+        partial = parser.value(exact=True)
+        if truncated:
+            message = (
+                f"the output was cut by the token limit (finish_reason 'length') after "
+                f"{len(response.text)} characters, before its JSON was complete: raise "
+                "max_tokens. The last partial value is in .partial, the text in .raw_text."
+            )
+        else:
+            shown = "; ".join(errors[:3]) + ("; ..." if len(errors) > 3 else "")
+            message = (
+                f"the output does not match the schema {self.spec.name!r}: {shown}. "
+                "The text is in .raw_text, all errors in .errors."
+            )
+        return StructuredOutputError(
+            message, response, errors=errors, partial=partial, truncated=truncated
+        )
+
+
+class PartialObjects:
+    """Follows a stream's text with one incremental parser: what `partial_objects()` yields.
+
+    `add(event)` feeds a TextDelta to the parser (each character is read once) and says
+    whether the partial value changed; a `Reset` (a retry after shown output) starts a new
+    parser, since the retry's text starts from the beginning. The value is the parser's own
+    growing object (see `PartialJSON.value`), never the validated final one.
+    """
+
+    __slots__ = ("_parser", "_spec")
+
+    def __init__(self, structured: StructuredCall | None) -> None:
+        self._spec = structured.spec if structured is not None else None
+        self._parser = self._new()
+
+    def _new(self) -> PartialJSON:
+        return self._spec.partial_parser() if self._spec is not None else PartialJSON()
+
+    def add(self, event: StreamEvent) -> bool:
+        """Fold in one stream event; True when the partial value changed."""
+        if type(event) is TextDelta:
+            return self._parser.feed(event.text)
+        if type(event) is Reset:
+            self._parser = self._new()
+        return False
+
+    def end(self) -> bool:
+        """The stream ended: True when committing a trailing number changed the value."""
+        return self._parser.finish()
+
+    def value(self) -> Any:
+        """The partial value now (None before the JSON starts)."""
+        return self._parser.value()
+
+
+def strict_schema(schema: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The schema for OpenAI strict mode, and whether strict mode can take it.
+
+    Strict mode (OpenAI "Structured Outputs") needs every object to list all its properties
+    in `required` and to set `additionalProperties: false`. Objects that leave
+    `additionalProperties` unset get `false` (what Pydantic models do by default: unknown keys
+    are ignored anyway); a schema with an optional property or open additional properties is
+    sent non-strict, unchanged.
+    """
+    out = copy.deepcopy(dict(schema))
+    ok = _make_strict(out)
+    return (out, True) if ok else (dict(schema), False)
+
+
+def _make_strict(node: Any) -> bool:
+    if isinstance(node, list):
+        return all([_make_strict(item) for item in node])
+    if not isinstance(node, dict):
+        return True
+    ok = True
+    if node.get("type") == "object" or "properties" in node:
+        props = node.get("properties") or {}
+        if set(node.get("required") or ()) != set(props):
+            ok = False
+        extra = node.setdefault("additionalProperties", False)
+        if extra is not False:
+            ok = False
+    for key, value in node.items():
+        if key in ("properties", "$defs", "definitions", "patternProperties"):
+            if isinstance(value, dict):
+                ok = all([_make_strict(v) for v in value.values()]) and ok
+        elif isinstance(value, dict | list) and key not in ("enum", "const", "default", "examples"):
+            ok = _make_strict(value) and ok
+    return ok
+
+
+def _wire_name(name: str) -> str:
+    """A schema name as OpenAI takes it: letters, digits, `_` and `-`, at most 64."""
+    cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
+    return cleaned[:64] or "output"
+
+
+def _type_adapter(schema: Any) -> Any:
+    from pydantic import PydanticSchemaGenerationError, TypeAdapter
+
+    try:
+        return TypeAdapter(schema)
+    except (PydanticSchemaGenerationError, TypeError) as exc:
+        raise ConfigurationError(
+            f"schema= must be a Pydantic model, a type Pydantic's TypeAdapter accepts "
+            f"(dataclass, TypedDict, list[Model], ...) or a JSON Schema dict; got {schema!r} "
+            f"({exc})"
+        ) from exc
+
+
+def _json_schema_validator(schema: dict[str, Any]) -> Any:
+    from jsonschema import exceptions, validators
+
+    cls = validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except exceptions.SchemaError as exc:
+        raise ConfigurationError(
+            f"schema= is not a valid JSON Schema: {exc.message} (at {list(exc.path)})"
+        ) from exc
+    return cls(schema)
+
+
+def _pydantic_error(error: Mapping[str, Any]) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ())) or "(root)"
+    return f"{where}: {error.get('msg')}"
+
+
+def _jsonschema_error(error: Any) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"{where}: {error.message}"
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a tool result or a value (Pydantic models and dataclasses included)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except TypeError:
+        from pydantic_core import to_json
+
+        return to_json(value).decode()
