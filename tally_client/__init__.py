@@ -52,11 +52,11 @@ from ._events import (
     ToolCallDelta,
     UsageReported,
 )
+from ._partial import PartialJSON, parse_partial_json
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
 from ._retry import RetryPolicy, Timeouts
 from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, PhasePlan, Router
-from ._partial import PartialJSON, parse_partial_json
 from ._stream import AsyncStream, Stream
 from ._supervisor import ProxyBufferingWarning
 from ._toolrun import AsyncToolRun, ToolRun, ToolRunEvent

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 import httpx
 
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
-from ._output import structured_call
+from ._output import prompt_instruction, structured_call
 from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
 from ._response import Response
 from ._retry import RetryPolicy, Timeouts
@@ -44,6 +44,9 @@ class _Options(TypedDict, total=False):
             `TypeAdapter` accepts (dataclass, TypedDict, `list[Model]`, ...), or a JSON Schema
             dict. Sent as each provider's native structured output; the final text is
             validated strictly into `Response.parsed` (see docs/structured-output.md).
+        schema_mode: "native" (default): the provider's own structured output; "prompt": the
+            schema goes in a system message instead, for models without native structured
+            output (the answer is still validated; fences and prose around it are tolerated).
         schema_name: the name given to that schema (default: the type's name, the dict's
             `title`, else "output").
         tools: functions the model may call: Python functions (sync or async; the signature
@@ -62,6 +65,7 @@ class _Options(TypedDict, total=False):
     model: str
     max_tokens: int
     temperature: float
+    schema_mode: Literal["native", "prompt"]
     schema_name: str
     tools: Sequence[Tool | Mapping[str, Any] | Callable[..., Any]]
     consumer: Consumer
@@ -200,11 +204,15 @@ class _BaseClient:
                 source="caller",
             )
         structured = structured_call(options.get("schema"), options.get("schema_name"))
+        native = structured is not None and options.get("schema_mode", "native") == "native"
+        if structured is not None and not native:
+            instruction = {"role": "system", "content": prompt_instruction(structured.spec)}
+            messages = (instruction, *messages)
         spec = CallSpec(
             messages=messages,
             max_tokens=options.get("max_tokens"),
             temperature=options.get("temperature"),
-            schema=structured.spec.json_schema if structured else None,
+            schema=structured.spec.json_schema if structured and native else None,
             schema_name=structured.spec.name if structured else "output",
             tools=normalize_tools(options.get("tools")),
             extra_body=options.get("extra_body") or {},

@@ -30,6 +30,7 @@ __all__ = [
     "PartialObjects",
     "StructuredCall",
     "output_spec",
+    "prompt_instruction",
     "strict_schema",
     "structured_call",
 ]
@@ -220,17 +221,25 @@ class PartialObjects:
 
 
 def strict_schema(schema: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The schema for OpenAI strict mode, and whether strict mode can take it.
+    """The schema with every object closed, and whether OpenAI strict mode can take it.
 
     Strict mode (OpenAI "Structured Outputs") needs every object to list all its properties
     in `required` and to set `additionalProperties: false`. Objects that leave
-    `additionalProperties` unset get `false` (what Pydantic models do by default: unknown keys
-    are ignored anyway); a schema with an optional property or open additional properties is
-    sent non-strict, unchanged.
+    `additionalProperties` unset get `false` here (Pydantic models ignore unknown keys anyway;
+    Anthropic's structured outputs need it too); a schema with an optional property or open
+    additional properties is not strict-compatible, and OpenAI then gets it non-strict.
     """
     out = copy.deepcopy(dict(schema))
-    ok = _make_strict(out)
-    return (out, True) if ok else (dict(schema), False)
+    return out, _make_strict(out)
+
+
+def prompt_instruction(spec: OutputSpec) -> str:
+    """The system instruction of the prompt fallback (`schema_mode="prompt"`), for models
+    without native structured output: the schema, and a request for bare JSON."""
+    return (
+        "Answer with one JSON value that matches this JSON Schema, and nothing else (no code "
+        "fence, no comment):\n" + json.dumps(spec.json_schema, ensure_ascii=False)
+    )
 
 
 def _make_strict(node: Any) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 
 from .._errors import ConfigurationError, ProtocolError
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
+from .._output import strict_schema
 from .._request import CallSpec, Message, Tool, WireRequest
 from .._response import FinishReason, ToolCall, Usage
 from ._base import NO_EVENTS, AtomicResult, Provider, atomic, in_stream_error, loads_event
@@ -321,7 +322,8 @@ class AnthropicProvider(Provider):
             body["tools"] = [wire_tool(t) for t in spec.tools]
         extra = dict(spec.extra_body)
         if spec.schema is not None:
-            output_config = {"format": {"type": "json_schema", "schema": dict(spec.schema)}}
+            closed, _ = strict_schema(spec.schema)  # objects need additionalProperties false
+            output_config = {"format": {"type": "json_schema", "schema": closed}}
             output_config.update(extra.pop("output_config", None) or {})
             body["output_config"] = output_config
         body.update(extra)

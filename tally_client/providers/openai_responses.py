@@ -33,6 +33,7 @@ from typing import Any, Self
 
 from .._errors import APIStatusError, ProtocolError, status_error
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
+from .._output import strict_schema
 from .._request import CallSpec, Message, WireRequest
 from .._response import FinishReason, ToolCall, Usage
 from ._base import NO_EVENTS, AtomicResult, Provider, atomic, in_stream_error, loads_event
@@ -301,11 +302,13 @@ class OpenAIResponsesProvider(Provider):
         if spec.temperature is not None:
             body["temperature"] = spec.temperature
         if spec.schema is not None:
+            closed, strict = strict_schema(spec.schema)
             body["text"] = {
                 "format": {
                     "type": "json_schema",
                     "name": spec.schema_name,
-                    "schema": dict(spec.schema),
+                    "schema": closed if strict else dict(spec.schema),
+                    "strict": strict,
                 }
             }
         if spec.tools:
