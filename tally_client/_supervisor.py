@@ -208,6 +208,7 @@ class Supervisor:
         self._reset_error: ProviderError | None = None
         self.reading_since: float | None = None
         self._meta: tuple[str | None, str | None] = (None, None)  # an atomic body's model, id
+        self._continuation: Any = None  # an atomic body's continuation data
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -371,6 +372,7 @@ class Supervisor:
             self.acc.add(ev, now)
         self.acc.first_at = now  # an atomic call's first token arrives with the last
         self._meta = (result.model, result.response_id)
+        self._continuation = getattr(result, "continuation", None)
         return self._finish("complete")
 
     def atomic_events(self) -> list[StreamEvent]:
@@ -465,8 +467,10 @@ class Supervisor:
         acc = self.acc
         if self.decoder is not None:
             model, response_id = self.decoder.model, self.decoder.response_id
+            continuation = getattr(self.decoder, "continuation", None)
         else:
             model, response_id = self._meta
+            continuation = self._continuation
         text = acc.text
         return Response(
             text=text,
@@ -482,6 +486,7 @@ class Supervisor:
             thinking="".join(acc._thinking),
             raw_finish_reason=acc.raw_finish_reason,
             response_id=response_id,
+            continuation=continuation,
         )
 
 

@@ -176,7 +176,15 @@ def tool_result_block(message: Message, where: str) -> dict[str, Any]:
 
 
 def assistant_turn(message: Message, where: str) -> dict[str, Any]:
-    """An assistant turn; its tool calls become `tool_use` blocks after its text."""
+    """An assistant turn; its tool calls become `tool_use` blocks after its text.
+
+    A turn from `Response.to_message()` of an Anthropic response carries its content blocks
+    (`continuation`): they are sent back as they arrived, so thinking blocks keep their
+    signatures byte for byte, as the API requires when tools are used with thinking.
+    """
+    continuation = message.get("continuation")
+    if isinstance(continuation, Mapping) and continuation.get("protocol") == "anthropic":
+        return {"role": "assistant", "content": list(continuation["content"])}
     content = message.get("content")
     calls = message.get("tool_calls")
     if not calls:
@@ -361,7 +369,8 @@ class AnthropicProvider(Provider):
             events.append(UsageReported(usage_from(body["usage"])))
         if body.get("stop_reason"):
             events.append(finish(body["stop_reason"]))
-        return atomic(events, body.get("model"), body.get("id"))
+        continuation = {"protocol": "anthropic", "content": content}
+        return atomic(events, body.get("model"), body.get("id"), continuation)
 
     def new_decoder(self) -> MessagesStreamDecoder:
         """A decoder for one streamed attempt."""
@@ -376,10 +385,24 @@ class MessagesStreamDecoder:
     blocks (not by the block index, which counts text and thinking blocks too).
     """
 
-    __slots__ = ("_calls", "_pending", "_provider", "_usage", "model", "response_id", "terminal")
+    __slots__ = (
+        "_blocks",
+        "_calls",
+        "_pending",
+        "_pieces",
+        "_provider",
+        "_usage",
+        "model",
+        "response_id",
+        "terminal",
+    )
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
+        # The content blocks as they arrive, for `continuation`: block index -> the start
+        # event's block, and the pieces its deltas add (text, thinking, JSON input).
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._pieces: dict[int, list[str]] = {}
         self._calls: dict[int, int] = {}  # content block index -> tool call position
         self._pending: dict[int, Any] = {}  # block index -> non-empty input of its start event
         self._usage: dict[str, Any] = {}
@@ -401,7 +424,11 @@ class MessagesStreamDecoder:
             if kind == "content_block_delta":
                 delta = payload["delta"]
                 if delta["type"] == "text_delta":
-                    return (TextDelta(delta["text"]),)  # the common event
+                    text = delta["text"]
+                    pieces = self._pieces.get(payload["index"])
+                    if pieces is not None:
+                        pieces.append(text)
+                    return (TextDelta(text),)  # the common event
                 return self._delta(payload["index"], delta)
             if kind == "content_block_start":
                 return self._block_start(payload["index"], payload["content_block"])
@@ -443,7 +470,31 @@ class MessagesStreamDecoder:
             events.append(finish(raw))
         return events
 
+    @property
+    def continuation(self) -> dict[str, Any] | None:
+        """The message's content blocks so far, as the API sent them (see `assistant_turn`)."""
+        if not self._blocks:
+            return None
+        content: list[dict[str, Any]] = []
+        for index in sorted(self._blocks):
+            block = dict(self._blocks[index])
+            joined = "".join(self._pieces.get(index, ()))
+            kind = block.get("type")
+            if kind == "text":
+                block["text"] = block.get("text", "") + joined
+            elif kind == "thinking":
+                block["thinking"] = block.get("thinking", "") + joined
+            elif kind in ("tool_use", "server_tool_use") and joined:
+                try:
+                    block["input"] = json.loads(joined)
+                except ValueError:
+                    block["input"] = {}  # cut mid-arguments: a partial turn
+            content.append(block)
+        return {"protocol": "anthropic", "content": content}
+
     def _block_start(self, index: int, block: Mapping[str, Any]) -> Sequence[StreamEvent]:
+        self._blocks[index] = dict(block)
+        self._pieces[index] = []
         kind = block.get("type")
         if kind == "tool_use":
             position = self._calls[index] = len(self._calls)
@@ -461,14 +512,20 @@ class MessagesStreamDecoder:
         if kind == "input_json_delta":
             position = self._calls.get(index)
             fragment = delta.get("partial_json")
+            if fragment and index in self._pieces:
+                self._pieces[index].append(fragment)
             if position is None or not fragment:
                 return NO_EVENTS
             self._pending.pop(index, None)  # the deltas carry the input
             return (ToolCallDelta(position, None, None, fragment),)
         if kind == "thinking_delta":
             thinking = delta.get("thinking")
+            if thinking and index in self._pieces:
+                self._pieces[index].append(thinking)
             return (ThinkingDelta(thinking),) if thinking else NO_EVENTS
-        return NO_EVENTS  # signature_delta, citations_delta, newer delta types
+        if kind == "signature_delta" and index in self._blocks:
+            self._blocks[index]["signature"] = delta.get("signature", "")
+        return NO_EVENTS  # citations_delta, newer delta types
 
     def _block_stop(self, index: int) -> Sequence[StreamEvent]:
         pending = self._pending.pop(index, None)

@@ -224,6 +224,43 @@ def _wire_id(call_id: str | None) -> str | None:
     return call_id
 
 
+def _model_turn(message: Message, names: dict[str, str]) -> dict[str, Any]:
+    """An assistant turn as a "model" content; records its calls' names in `names`.
+
+    A turn from `Response.to_message()` of a Gemini response carries its parts
+    (`continuation`): they go back as they arrived, thoughtSignatures unchanged.
+    """
+    continuation = message.get("continuation")
+    native = isinstance(continuation, Mapping) and continuation.get("protocol") == "gemini"
+    parts: list[dict[str, Any]] = []
+    text = _text_of(message.get("content"))
+    if text:
+        parts.append({"text": text})
+    for n, call in enumerate(message.get("tool_calls") or ()):
+        call_id, name, arguments, signature = _call_fields(call)
+        if call_id:
+            names[call_id] = name
+        fc: dict[str, Any] = {"name": name, "args": _args_object(name, arguments)}
+        if wire := _wire_id(call_id):
+            fc["id"] = wire
+        part: dict[str, Any] = {"functionCall": fc}
+        if n == 0:
+            part["thoughtSignature"] = signature or THOUGHT_SIGNATURE_PLACEHOLDER
+        parts.append(part)
+    if native:
+        assert isinstance(continuation, Mapping)
+        return {"role": "model", "parts": list(continuation["parts"])}
+    return {"role": "model", "parts": parts or [{"text": ""}]}
+
+
+def _result_object(message: Message) -> dict[str, Any]:
+    """A tool turn's functionResponse `response`: `{"error": text}` for an error result (the
+    key Google's docs name for errors), else see `_response_object`."""
+    if message.get("is_error"):
+        return {"error": _text_of(message.get("content"))}
+    return _response_object(message.get("content"))
+
+
 def wire_contents(
     messages: Sequence[Message],
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -250,22 +287,7 @@ def wire_contents(
         if role in ("system", "developer"):
             system.append({"text": _text_of(content)})
         elif role == "assistant":
-            parts: list[dict[str, Any]] = []
-            text = _text_of(content)
-            if text:
-                parts.append({"text": text})
-            for n, call in enumerate(message.get("tool_calls") or ()):
-                call_id, name, arguments, signature = _call_fields(call)
-                if call_id:
-                    names[call_id] = name
-                fc: dict[str, Any] = {"name": name, "args": _args_object(name, arguments)}
-                if wire := _wire_id(call_id):
-                    fc["id"] = wire
-                part: dict[str, Any] = {"functionCall": fc}
-                if n == 0:
-                    part["thoughtSignature"] = signature or THOUGHT_SIGNATURE_PLACEHOLDER
-                parts.append(part)
-            contents.append({"role": "model", "parts": parts or [{"text": ""}]})
+            contents.append(_model_turn(message, names))
         elif role == "tool":
             call_id = message.get("tool_call_id")
             fname = names.get(call_id or "") or message.get("name")
@@ -274,7 +296,7 @@ def wire_contents(
                     f"tool message with tool_call_id={call_id!r} matches no earlier assistant "
                     "tool call: Gemini needs the function name (add 'name' to the message)"
                 )
-            fr: dict[str, Any] = {"name": str(fname), "response": _response_object(content)}
+            fr: dict[str, Any] = {"name": str(fname), "response": _result_object(message)}
             if wire := _wire_id(call_id):
                 fr["id"] = wire
             if results is None:
@@ -444,7 +466,7 @@ class GeminiProvider(Provider):
             )
         decoder = GeminiStreamDecoder(self.label)
         events = decoder.decode(body)
-        return atomic(events, decoder.model, decoder.response_id)
+        return atomic(events, decoder.model, decoder.response_id, decoder.continuation)
 
     def new_decoder(self) -> GeminiStreamDecoder:
         """A decoder for one streamed attempt."""
@@ -460,10 +482,11 @@ class GeminiStreamDecoder:
         response_id: `responseId` of the first chunk.
     """
 
-    __slots__ = ("_calls", "_provider", "_usage", "model", "response_id", "terminal")
+    __slots__ = ("_calls", "_parts", "_provider", "_usage", "model", "response_id", "terminal")
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
+        self._parts: list[Any] = []  # candidate 0's parts as they arrived, for `continuation`
         self._calls = 0  # functionCall parts seen so far: the next call's index
         self._usage: Any = None  # the last usageMetadata reported, to skip repeats
         self.terminal = False
@@ -512,6 +535,8 @@ class GeminiStreamDecoder:
             candidate = next((c for c in candidates if not c.get("index")), candidate)
         content = candidate.get("content")
         parts = content.get("parts") if content else None
+        if parts:
+            self._parts.extend(parts)
         raw = candidate.get("finishReason")
         usage = chunk.get("usageMetadata")
         if usage is not None and usage != self._usage:
@@ -545,6 +570,12 @@ class GeminiStreamDecoder:
             self.terminal = True
             events.append(finish(raw, self._calls > 0))
         return events
+
+    @property
+    def continuation(self) -> dict[str, Any] | None:
+        """The model turn's parts as they arrived (each streamed part kept, unmerged), so
+        their `thoughtSignature`s go back byte for byte; see `wire_contents`."""
+        return {"protocol": "gemini", "parts": list(self._parts)} if self._parts else None
 
     def _no_candidates(self, chunk: dict[str, Any]) -> Sequence[StreamEvent]:
         """A chunk without candidates: an error, a blocked prompt, or usage alone."""

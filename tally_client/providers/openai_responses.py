@@ -170,6 +170,13 @@ def _call_item(call: Any) -> dict[str, Any]:
     return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
 
 
+def _continuation_items(message: Message) -> list[Any] | None:
+    continuation = message.get("continuation")
+    if isinstance(continuation, Mapping) and continuation.get("protocol") == "openai-responses":
+        return list(continuation["items"])
+    return None
+
+
 def input_items(messages: Sequence[Message]) -> list[Any]:
     """Chat-shaped messages as Responses input items, in order.
 
@@ -179,6 +186,8 @@ def input_items(messages: Sequence[Message]) -> list[Any]:
     - assistant: its text (parts joined) as a `message` item with one `output_text` part,
       then one `function_call` item per tool call.
     - tool: a `function_call_output` item `{call_id: tool_call_id, output: text}`.
+    - an assistant turn from `Response.to_message()` of a Responses call: its output items
+      (`continuation`), unchanged.
     """
     items: list[Any] = []
     for message in messages:
@@ -192,6 +201,10 @@ def input_items(messages: Sequence[Message]) -> list[Any]:
                     "output": _text_of(content),
                 }
             )
+        elif role == "assistant" and _continuation_items(message) is not None:
+            # The output items as the API sent them (reasoning items with their encrypted
+            # content, function calls): what a stateless conversation must send back.
+            items.extend(_continuation_items(message) or ())
         elif role == "assistant":
             text = _text_of(content)
             if text:
@@ -349,7 +362,8 @@ class OpenAIResponsesProvider(Provider):
         )
         if done is not None:
             events.append(done)
-        return atomic(events, body.get("model"), body.get("id"))
+        continuation = {"protocol": "openai-responses", "items": body["output"]}
+        return atomic(events, body.get("model"), body.get("id"), continuation)
 
     def new_decoder(self) -> ResponsesStreamDecoder:
         """A decoder for one streamed attempt."""
@@ -367,6 +381,7 @@ class ResponsesStreamDecoder:
 
     __slots__ = (
         "_args",
+        "_items",
         "_keys",
         "_provider",
         "_refusal",
@@ -379,6 +394,7 @@ class ResponsesStreamDecoder:
     def __init__(self, provider: str) -> None:
         self._provider = provider
         self._keys: dict[Any, int] = {}  # item id, call_id or output_index -> call index
+        self._items: list[Any] = []  # finished output items, for `continuation`
         self._args: list[int] = []  # characters of arguments streamed, per call
         self._text = False
         self._refusal = False
@@ -414,7 +430,9 @@ class ResponsesStreamDecoder:
         if kind == "response.output_item.added":
             return self._item_added(payload.get("item") or {}, payload.get("output_index"))
         if kind == "response.output_item.done":
-            return self._item_done(payload.get("item") or {}, payload.get("output_index"))
+            item = payload.get("item") or {}
+            self._items.append(item)
+            return self._item_done(item, payload.get("output_index"))
         if kind == "response.refusal.delta":
             delta = payload.get("delta")
             if not delta:
@@ -497,8 +515,15 @@ class ResponsesStreamDecoder:
         self._args[index] = len(arguments)
         return (ToolCallDelta(index, None, None, arguments),)
 
+    @property
+    def continuation(self) -> dict[str, Any] | None:
+        """The response's output items (see `input_items`), once any finished."""
+        return {"protocol": "openai-responses", "items": list(self._items)} if self._items else None
+
     def _terminal(self, response: Mapping[str, Any], status: str) -> Sequence[StreamEvent]:
         self.terminal = True
+        if response.get("output"):
+            self._items = list(response["output"])  # the whole list, as the API has it
         self.model = response.get("model") or self.model
         self.response_id = response.get("id") or self.response_id
         events: list[StreamEvent] = []
