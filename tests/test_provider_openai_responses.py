@@ -485,7 +485,9 @@ def test_request_url_auth_and_fields() -> None:
         "max_output_tokens": 64,
         "temperature": 0.2,
         # not strict: the property is optional
-        "text": {"format": {"type": "json_schema", "name": "city", "schema": SCHEMA, "strict": False}},
+        "text": {
+            "format": {"type": "json_schema", "name": "city", "schema": SCHEMA, "strict": False}
+        },
         "tools": [
             {
                 "type": "function",
