@@ -59,8 +59,7 @@ class OutputSpec:
             default_name = str(schema.get("title") or "output")
         else:
             self.target = schema
-            self._adapter = _type_adapter(schema)
-            self.json_schema = self._adapter.json_schema()
+            self._adapter, self.json_schema = _type_adapter(schema)
             default_name = getattr(schema, "__name__", None) or "output"
         self.name = _wire_name(name or default_name)
         root = self.json_schema.get("type")
@@ -270,12 +269,22 @@ def _wire_name(name: str) -> str:
     return cleaned[:64] or "output"
 
 
-def _type_adapter(schema: Any) -> Any:
-    from pydantic import PydanticSchemaGenerationError, TypeAdapter
+def _type_adapter(schema: Any) -> tuple[Any, dict[str, Any]]:
+    """A TypeAdapter for `schema` and its JSON Schema.
 
+    Raises:
+        ConfigurationError: Pydantic is not installed, or cannot validate this type.
+    """
     try:
-        return TypeAdapter(schema)
-    except (PydanticSchemaGenerationError, TypeError) as exc:
+        from pydantic import PydanticSchemaGenerationError, PydanticUserError, TypeAdapter
+    except ImportError as exc:
+        raise ConfigurationError(
+            "schema= with a type needs Pydantic: pip install 'tally-client[structured]'"
+        ) from exc
+    try:
+        adapter = TypeAdapter(schema)
+        return adapter, adapter.json_schema()
+    except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as exc:
         raise ConfigurationError(
             f"schema= must be a Pydantic model, a type Pydantic's TypeAdapter accepts "
             f"(dataclass, TypedDict, list[Model], ...) or a JSON Schema dict; got {schema!r} "
@@ -284,7 +293,18 @@ def _type_adapter(schema: Any) -> Any:
 
 
 def _json_schema_validator(schema: dict[str, Any]) -> Any:
-    from jsonschema import exceptions, validators
+    """A jsonschema validator for `schema`, of the draft it names (default: the latest).
+
+    Raises:
+        ConfigurationError: jsonschema is not installed, or `schema` is not a valid schema.
+    """
+    try:
+        from jsonschema import exceptions, validators
+    except ImportError as exc:
+        raise ConfigurationError(
+            "schema= with a JSON Schema dict needs jsonschema to validate the output: "
+            "pip install 'tally-client[structured]'"
+        ) from exc
 
     cls = validators.validator_for(schema)
     try:

@@ -431,4 +431,7 @@ def extract_json(text: str, *, scalar_root: bool = True) -> tuple[Any, str] | No
         except ValueError:
             continue
         return value, stripped[start:end]
-    return None
+    try:  # the whole text is a scalar (`null` for an object schema): let validation say so
+        return json.loads(stripped), stripped
+    except ValueError:
+        return None
