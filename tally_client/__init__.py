@@ -169,7 +169,7 @@ def extract(prompt: str | Sequence[Message], schema: type[T], **options: Unpack[
             max_tokens); ProviderError: the call failed; ConfigurationError: bad arguments.
     """
     options.setdefault("consumer", "machine")
-    response = _client().complete(prompt, schema=schema, **options)
+    response: Response[T] = _client().complete(prompt, schema=schema, **options)
     if not response.complete:
         raise StructuredOutputError(
             f"the answer is {response.state}: no validated value", response, truncated=False

@@ -301,7 +301,7 @@ class Client(_BaseClient):
         self,
         prompt: str | Sequence[Message],
         *,
-        schema: Mapping[str, Any] | None = None,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
         **options: Unpack[_Options],
     ) -> Response: ...
     def complete(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Response:
@@ -327,7 +327,7 @@ class Client(_BaseClient):
         self,
         prompt: str | Sequence[Message],
         *,
-        schema: Mapping[str, Any] | None = None,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
         **options: Unpack[_Options],
     ) -> Stream: ...
     def stream(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Stream:
@@ -354,7 +354,7 @@ class Client(_BaseClient):
         self,
         prompt: str | Sequence[Message],
         *,
-        schema: Mapping[str, Any] | None = None,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
         **options: Unpack[_Options],
     ) -> Stream: ...
     def respond(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Stream:
@@ -456,7 +456,7 @@ class AsyncClient(_BaseClient):
         self,
         prompt: str | Sequence[Message],
         *,
-        schema: Mapping[str, Any] | None = None,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
         **options: Unpack[_Options],
     ) -> Response: ...
     async def complete(
@@ -474,7 +474,7 @@ class AsyncClient(_BaseClient):
         self,
         prompt: str | Sequence[Message],
         *,
-        schema: Mapping[str, Any] | None = None,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
         **options: Unpack[_Options],
     ) -> AsyncStream: ...
     def stream(
@@ -492,7 +492,7 @@ class AsyncClient(_BaseClient):
         self,
         prompt: str | Sequence[Message],
         *,
-        schema: Mapping[str, Any] | None = None,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
         **options: Unpack[_Options],
     ) -> AsyncStream: ...
     def respond(

@@ -7,10 +7,11 @@ test_live_structured.py.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_type
 
 import anyio
 import pytest
@@ -182,9 +183,9 @@ def test_each_provider_gets_its_native_shape(server: ReplayServer, protocol: str
     path, recording = SHAPES[protocol]
     url = server.add(Reply.from_file(RECORDINGS / recording))
     codec = load_provider(protocol, base_url=url + path, api_key="k")
-    with Client([ModelSpec("m", "p")], providers={"p": codec}, retry=RetryPolicy(1)) as client:
-        with pytest.raises(StructuredOutputError):  # the recorded answer is prose
-            client.complete("Ann, 3, Oslo.", schema=Person)
+    client = Client([ModelSpec("m", "p")], providers={"p": codec}, retry=RetryPolicy(1))
+    with client, pytest.raises(StructuredOutputError):  # the recorded answer is prose
+        client.complete("Ann, 3, Oslo.", schema=Person)
     body = server.requests(url)[0].json()
     closed = {**Person.model_json_schema(), "additionalProperties": False}
     if protocol == "openai-chat":
@@ -231,6 +232,7 @@ def test_atomic_value_is_validated_and_typed(server: ReplayServer) -> None:
         r = client.complete("Ann.", schema=Person)
     assert r.parsed == Person(name="Ann", age=3, city="Oslo")
     assert isinstance(r.parsed, Person)
+    assert_type(r.parsed, Person)  # checked by mypy: Response is generic in the schema type
 
 
 def test_a_value_that_fails_validation_raises_with_everything(server: ReplayServer) -> None:
@@ -255,11 +257,12 @@ def test_streamed_partial_objects_grow_and_the_final_is_validated(server: Replay
     client, _ = chat_client(server, Reply.from_file(RECORDINGS / "openai_chat/structured.sse"))
     with client, client.stream("Three people.", schema=list[Person]) as stream:
         partials = [json.dumps(p) for p in stream.partial_objects()]  # snapshots
-    people: list[Person] = stream.final().parsed
+    people = stream.final().parsed
+    assert_type(people, list[Person])
     assert people == PEOPLE
     assert len(partials) > 5
     values = [json.loads(p) for p in partials]
-    for before, after in zip(values, values[1:], strict=False):
+    for before, after in itertools.pairwise(values):
         assert is_prefix(before, after)  # only ever grow
     assert values[-1] == [p.model_dump() for p in PEOPLE]
 
@@ -313,7 +316,7 @@ def is_prefix(partial: Any, final: Any) -> bool:
             and set(partial) <= set(final)
             and all(is_prefix(v, final[k]) for k, v in partial.items())
         )
-    return partial == final
+    return bool(partial == final)
 
 
 def check_every_prefix(text: str, final: Any) -> None:
