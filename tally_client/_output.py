@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -187,17 +188,29 @@ class StructuredCall:
 class PartialObjects:
     """Follows a stream's text with one incremental parser: what `partial_objects()` yields.
 
-    `add(event)` feeds a TextDelta to the parser (each character is read once) and says
-    whether the partial value changed; a `Reset` (a retry after shown output) starts a new
-    parser, since the retry's text starts from the beginning. The value is the parser's own
-    growing object (see `PartialJSON.value`), never the validated final one.
+    `add(event)` takes a TextDelta and says whether the partial value changed. Each character
+    is parsed once (`PartialJSON`); deltas that arrive in a burst (less than `MIN_SECONDS`
+    after the previous parse, and less than `MIN_BYTES` of text together) are parsed together
+    with the next one, which keeps the per-delta cost of a fast stream low. So a value may lag
+    the text by the deltas of one burst; `end()` parses whatever is left. A `Reset` (a retry
+    after shown output) starts a new parser, since the retry's text starts from the beginning.
+    The value is the parser's own growing object (see `PartialJSON.value`), never the
+    validated final one.
     """
 
-    __slots__ = ("_parser", "_spec")
+    MIN_BYTES = 64
+    """Text held back in a burst is parsed once it reaches this many characters."""
+    MIN_SECONDS = 0.02
+    """A delta arriving this long after the previous parse is parsed at once."""
+
+    __slots__ = ("_held", "_held_len", "_last", "_parser", "_spec")
 
     def __init__(self, structured: StructuredCall | None) -> None:
         self._spec = structured.spec if structured is not None else None
         self._parser = self._new()
+        self._held: list[str] = []
+        self._held_len = 0
+        self._last = 0.0
 
     def _new(self) -> PartialJSON:
         return self._spec.partial_parser() if self._spec is not None else PartialJSON()
@@ -205,14 +218,34 @@ class PartialObjects:
     def add(self, event: StreamEvent) -> bool:
         """Fold in one stream event; True when the partial value changed."""
         if type(event) is TextDelta:
-            return self._parser.feed(event.text)
+            text = event.text
+            now = time.monotonic()
+            if self._held_len + len(text) < self.MIN_BYTES and now - self._last < self.MIN_SECONDS:
+                self._held.append(text)
+                self._held_len += len(text)
+                return False
+            if self._held:
+                self._held.append(text)
+                text = "".join(self._held)
+                self._held.clear()
+                self._held_len = 0
+            self._last = now
+            return self._parser.feed(text)
         if type(event) is Reset:
             self._parser = self._new()
+            self._held.clear()
+            self._held_len = 0
         return False
 
     def end(self) -> bool:
-        """The stream ended: True when committing a trailing number changed the value."""
-        return self._parser.finish()
+        """The stream ended: parse held text and commit a trailing number; True if the
+        value changed."""
+        changed = False
+        if self._held:
+            changed = self._parser.feed("".join(self._held))
+            self._held.clear()
+            self._held_len = 0
+        return self._parser.finish() or changed
 
     def value(self) -> Any:
         """The partial value now (None before the JSON starts)."""

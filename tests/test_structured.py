@@ -260,7 +260,7 @@ def test_streamed_partial_objects_grow_and_the_final_is_validated(server: Replay
     people = stream.final().parsed
     assert_type(people, list[Person])
     assert people == PEOPLE
-    assert len(partials) > 5
+    assert len(partials) >= 3  # deltas in a burst are parsed together (PartialObjects)
     values = [json.loads(p) for p in partials]
     for before, after in itertools.pairwise(values):
         assert is_prefix(before, after)  # only ever grow
@@ -293,7 +293,7 @@ def test_async_partial_objects(server: ReplayServer) -> None:
             return seen, (await stream.final()).parsed
 
     seen, people = anyio.run(main)
-    assert people == PEOPLE and len(seen) > 5
+    assert people == PEOPLE and len(seen) >= 3
     assert seen[-1] == [p.model_dump() for p in PEOPLE]
 
 
