@@ -415,3 +415,65 @@ def test_bad_tool_loop_arguments_are_configuration_errors() -> None:
         client.run_tools("x")
     with pytest.raises(ConfigurationError, match=r"\*args"):
         client.run_tools("x", tools=[variadic])
+
+
+def test_continuation_goes_only_to_its_own_provider() -> None:
+    """An Anthropic turn sent to another provider: its blocks are ignored there, not leaked."""
+    from tally_client._request import CallSpec
+    from tally_client.providers.anthropic import AnthropicProvider
+    from tally_client.providers.gemini import GeminiProvider
+    from tally_client.providers.openai_chat import OpenAIChatProvider
+    from tally_client.providers.openai_responses import OpenAIResponsesProvider
+
+    blocks = recorded_turn("anthropic", "thinking_tool_call.json")
+    turn = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "toolu_01A9qWx3Kb7NzR4mYc2Lp8Hv",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+        "continuation": {"protocol": "anthropic", "content": blocks},
+    }
+    result = {
+        "role": "tool",
+        "tool_call_id": "toolu_01A9qWx3Kb7NzR4mYc2Lp8Hv",
+        "name": "get_weather",
+        "content": "sunny",
+        "is_error": True,
+    }
+    spec = CallSpec(messages=({"role": "user", "content": "Weather?"}, turn, result))
+    url = "http://127.0.0.1:9"
+    chat = OpenAIChatProvider(base_url=url + "/v1").build_request(spec, "m", stream=False).json
+    assert chat["messages"][1] == {k: v for k, v in turn.items() if k != "continuation"}
+    assert chat["messages"][2] == {
+        "role": "tool",
+        "tool_call_id": "toolu_01A9qWx3Kb7NzR4mYc2Lp8Hv",
+        "content": "sunny",
+    }
+    responses = OpenAIResponsesProvider(base_url=url + "/v1").build_request(spec, "m", stream=False)
+    assert responses.json["input"][1]["type"] == "function_call"
+    gemini = GeminiProvider(base_url=url).build_request(spec, "m", stream=False).json
+    assert gemini["contents"][1]["parts"][0]["functionCall"]["name"] == "get_weather"
+    assert gemini["contents"][2]["parts"][0]["functionResponse"]["response"] == {"error": "sunny"}
+    anthropic = AnthropicProvider(base_url=url).build_request(spec, "m", stream=False).json
+    assert anthropic["messages"][1] == {"role": "assistant", "content": blocks}
+    assert anthropic["messages"][2]["content"][0]["is_error"] is True
+
+
+def test_to_message_is_the_chat_shape() -> None:
+    from tally_client import Response, ToolCall
+
+    r = Response(text="", tool_calls=(ToolCall("c1", "f", '{"a": 1}'),), continuation={"x": 1})
+    assert r.to_message() == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+        ],
+        "continuation": {"x": 1},
+    }
+    assert Response(text="Hi").to_message() == {"role": "assistant", "content": "Hi"}
