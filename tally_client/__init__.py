@@ -18,10 +18,11 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any, TypeVar, Unpack
 
-from ._client import AsyncClient, CallOptions, Client, _Options
+from ._client import AsyncClient, BaseCallOptions, CallOptions, Client
 from ._envelope import Envelope, build_envelope
 from ._errors import (
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -31,6 +32,8 @@ from ._errors import (
     IdleTimeout,
     MissingAPIKeyError,
     OverloadedError,
+    PermissionDeniedError,
+    PoolTimeout,
     ProtocolError,
     ProviderError,
     RateLimitError,
@@ -39,7 +42,6 @@ from ._errors import (
     StreamInterrupted,
     StructuredOutputError,
     TallyError,
-    TimeoutError_,
     TotalTimeout,
     TransportError,
 )
@@ -52,6 +54,7 @@ from ._events import (
     ToolCallDelta,
     UsageReported,
 )
+from ._output import PartialToolCall, PartialToolCalls
 from ._partial import PartialJSON, parse_partial_json
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
@@ -64,6 +67,7 @@ from ._tools import ToolCallStarted, ToolResult, ToolRound, tool_from_function
 
 __all__ = [
     "APIStatusError",
+    "APITimeoutError",
     "AsyncClient",
     "AsyncStream",
     "AsyncToolRun",
@@ -89,7 +93,11 @@ __all__ = [
     "ModelSpec",
     "OverloadedError",
     "PartialJSON",
+    "PartialToolCall",
+    "PartialToolCalls",
+    "PermissionDeniedError",
     "PhasePlan",
+    "PoolTimeout",
     "ProtocolError",
     "ProviderError",
     "ProxyBufferingWarning",
@@ -108,7 +116,6 @@ __all__ = [
     "TallyError",
     "TextDelta",
     "ThinkingDelta",
-    "TimeoutError_",
     "Timeouts",
     "Tool",
     "ToolCall",
@@ -152,7 +159,9 @@ def ask(prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> str:
     return _client().complete(prompt, **options).text
 
 
-def extract(prompt: str | Sequence[Message], schema: type[T], **options: Unpack[_Options]) -> T:
+def extract(
+    prompt: str | Sequence[Message], schema: type[T], **options: Unpack[BaseCallOptions]
+) -> T:
     """Extract a typed value from a prompt in one line: an atomic call with `schema=` on the
     shared default `Client`, returning the validated `Response.parsed`.
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError, StructuredOutputError
-from ._events import Reset, StreamEvent, TextDelta
+from ._events import Reset, StreamEvent, TextDelta, ToolCallDelta
 from ._partial import PartialJSON, extract_json
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OutputSpec",
     "PartialObjects",
+    "PartialToolCalls",
     "StructuredCall",
     "output_spec",
     "prompt_instruction",
@@ -250,6 +251,70 @@ class PartialObjects:
     def value(self) -> Any:
         """The partial value now (None before the JSON starts)."""
         return self._parser.value()
+
+
+class PartialToolCall:
+    """One tool call as it streams: its id and name once known, its arguments so far.
+
+    Attributes:
+        index: its position among the response's tool calls.
+        id: the provider's call id, once it came (None before).
+        name: the tool's name, once it came.
+        parser: the incremental parser of its JSON arguments.
+    """
+
+    __slots__ = ("id", "index", "name", "parser")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id: str | None = None
+        self.name: str | None = None
+        self.parser = PartialJSON(scalar_root=False)
+
+    @property
+    def arguments(self) -> Any:
+        """The arguments so far: a growing dict (None before the object starts)."""
+        return self.parser.value(exact=True)
+
+
+class PartialToolCalls:
+    """Tool-call arguments as they stream, parsed incrementally (each character once).
+
+    Feed it a stream's events; it keeps one `PartialJSON` per tool call, the same tolerant
+    parser as `partial_objects()`:
+
+        calls = PartialToolCalls()
+        for event in stream:
+            if calls.add(event):
+                show(calls.calls[-1].name, calls.calls[-1].arguments)
+
+    The final arguments are the Response's `ToolCall.parsed_arguments()` (strict).
+    """
+
+    __slots__ = ("_by_index",)
+
+    def __init__(self) -> None:
+        self._by_index: dict[int, PartialToolCall] = {}
+
+    @property
+    def calls(self) -> list[PartialToolCall]:
+        """The tool calls so far, in index order."""
+        return [self._by_index[i] for i in sorted(self._by_index)]
+
+    def add(self, event: StreamEvent) -> bool:
+        """Fold in one stream event; True when a call appeared or its arguments grew."""
+        if type(event) is ToolCallDelta:
+            call = self._by_index.get(event.index)
+            new = call is None
+            if call is None:
+                call = self._by_index[event.index] = PartialToolCall(event.index)
+            call.id = call.id or event.id
+            call.name = call.name or event.name
+            grew = call.parser.feed(event.arguments) if event.arguments else False
+            return new or grew
+        if type(event) is Reset:
+            self._by_index.clear()
+        return False
 
 
 def strict_schema(schema: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:

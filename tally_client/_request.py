@@ -31,6 +31,8 @@ class Tool:
         parameters: a JSON Schema object for its arguments.
         function: the Python function `run_tools()` calls with the validated arguments (sync
             or async); None for a tool only described to the model.
+        arguments_model: the Pydantic model `tool_from_function` built from the signature,
+            which validates the arguments; None: `parameters` validates them (jsonschema).
     """
 
     name: str
@@ -39,7 +41,7 @@ class Tool:
         default_factory=lambda: {"type": "object", "properties": {}}
     )
     function: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
-    _validator: Any = field(default=None, repr=False, compare=False)
+    arguments_model: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,12 @@ class CallSpec:
         schema_name: the name providers attach to that schema.
         tools: functions the model may call.
         extra_body: provider-specific fields merged into the request body last.
+        stop: stop sequences: the output ends before the first one (not included).
+        seed: a sampling seed, for repeatable outputs where the provider supports it.
+        top_p: nucleus sampling: the probability mass sampled from (0 to 1).
+        top_k: sample from the k most likely tokens only.
+        presence_penalty: penalize tokens that already appeared (OpenAI, Gemini).
+        frequency_penalty: penalize tokens by how often they appeared (OpenAI, Gemini).
     """
 
     messages: tuple[Message, ...]
@@ -63,6 +71,20 @@ class CallSpec:
     schema_name: str = "output"
     tools: tuple[Tool, ...] = ()
     extra_body: Mapping[str, Any] = field(default_factory=dict)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def sampling_set(self) -> list[str]:
+        """The names of the sampling options this call sets (stop, seed, top_p, ...)."""
+        names = ["stop"] if self.stop else []
+        for name in ("seed", "top_p", "top_k", "presence_penalty", "frequency_penalty"):
+            if getattr(self, name) is not None:
+                names.append(name)
+        return names
 
 
 @dataclass(frozen=True)

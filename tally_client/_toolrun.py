@@ -7,7 +7,7 @@ run the tools (threads for sync; tasks, and worker threads for sync tools, for a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import StreamError
@@ -16,9 +16,14 @@ from ._response import Response
 from ._tools import ToolCallStarted, ToolLoop, ToolResult, run_async, run_sync
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient, Client
+    from ._client import CallOptions
+    from ._request import Message
     from ._stream import AsyncStream, Stream
     from ._tools import StopReason
+
+    # The client's call: (messages, options, stream: None = as routed) -> a stream.
+    SyncCall = Callable[[Sequence[Message], CallOptions, bool | None], Stream[Any]]
+    AsyncCall = Callable[[Sequence[Message], CallOptions, bool | None], AsyncStream[Any]]
 
 __all__ = ["AsyncToolRun", "ToolRun", "ToolRunEvent"]
 
@@ -58,9 +63,9 @@ class ToolRun(_RunBase):
     breaking out of the loop cancels the round in flight.
     """
 
-    def __init__(self, client: Client, loop: ToolLoop) -> None:
+    def __init__(self, call: SyncCall, loop: ToolLoop) -> None:
         super().__init__(loop)
-        self._client = client
+        self._call = call
         self._events: Iterator[ToolRunEvent] | None = None
         self._stream: Stream[Any] | None = None
 
@@ -113,7 +118,7 @@ class ToolRun(_RunBase):
         loop = self._loop
         while (call := loop.next_call()) is not None:
             messages, options = call
-            with self._client._stream(messages, options, None) as stream:
+            with self._call(messages, options, None) as stream:
                 self._stream = stream
                 for event in stream:
                     yield from loop.show(event, stream.streaming)
@@ -133,9 +138,9 @@ class ToolRun(_RunBase):
 class AsyncToolRun(_RunBase):
     """The async twin of `ToolRun`: `async with`, `async for`, `await final()`."""
 
-    def __init__(self, client: AsyncClient, loop: ToolLoop) -> None:
+    def __init__(self, call: AsyncCall, loop: ToolLoop) -> None:
         super().__init__(loop)
-        self._client = client
+        self._call = call
         self._events: AsyncIterator[ToolRunEvent] | None = None
         self._stream: AsyncStream[Any] | None = None
 
@@ -179,7 +184,7 @@ class AsyncToolRun(_RunBase):
         loop = self._loop
         while (call := loop.next_call()) is not None:
             messages, options = call
-            async with self._client._stream(messages, options, None) as stream:
+            async with self._call(messages, options, None) as stream:
                 self._stream = stream
                 async for event in stream:
                     for shown in loop.show(event, stream.streaming):

@@ -183,7 +183,7 @@ def tool_from_function(function: Callable[..., Any], name: str | None = None) ->
     description = "\n\n".join(
         part for part in (doc.short_description, doc.long_description) if part
     )
-    return Tool(tool_name, description, schema, function=function, _validator=model)
+    return Tool(tool_name, description, schema, function=function, arguments_model=model)
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def _validate(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
     Raises:
         pydantic.ValidationError, jsonschema.ValidationError: they do not match.
     """
-    model = tool._validator
+    model = tool.arguments_model
     if model is not None:
         checked = model.model_validate(arguments)
         return {name: getattr(checked, name) for name in type(checked).model_fields}

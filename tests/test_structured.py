@@ -400,3 +400,35 @@ def test_malformed_json_never_raises() -> None:
     assert parser.feed("more") is False
     assert parse_partial_json("no JSON here") is None
     assert parse_partial_json('{"city": "Paris", "unit"') == {"city": "Paris"}
+
+
+def test_tool_call_arguments_grow_as_they_stream(server: ReplayServer) -> None:
+    """Anthropic streams tool input as input_json_delta fragments; the same parser reads them."""
+    from tally_client import PartialToolCalls
+
+    url = server.add(Reply.from_file(RECORDINGS / "anthropic/tool_call.sse", split=[7]))
+    codec = load_provider("anthropic", base_url=url, api_key="k")
+    seen: list[Any] = []
+    calls = PartialToolCalls()
+    with Client([ModelSpec("m", "p")], providers={"p": codec}) as client:
+        with client.stream("Weather?") as stream:
+            for event in stream:
+                if calls.add(event):
+                    seen.append(json.loads(json.dumps(calls.calls[-1].arguments)))
+        final = stream.final().tool_calls[0]
+    (call,) = calls.calls
+    assert (
+        (call.id, call.name)
+        == (final.id, final.name)
+        == ("toolu_01T1x1fJ34qAmk2tNTrN7Up6", "get_weather")
+    )
+    assert seen[0] is None  # the call appeared before its arguments
+    assert {"city": "P"} in seen  # a string grows while it streams
+    assert (
+        seen[-1]
+        == call.arguments
+        == final.parsed_arguments()
+        == {"city": "Paris", "unit": "celsius"}
+    )
+    grown = [s for s in seen if s is not None]
+    assert all(is_prefix(a, b) for a, b in itertools.pairwise(grown))
