@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import IO, Any, TypeVar, Unpack
 
 from ._client import AsyncClient, BaseCallOptions, CallOptions, Client
+from ._decision import Confidence, Decision, ModelSpec, PhasePlan, Price
 from ._envelope import Envelope, build_envelope
 from ._errors import (
     APIStatusError,
@@ -59,11 +60,12 @@ from ._partial import PartialJSON, parse_partial_json
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
 from ._retry import RetryPolicy, Timeouts
-from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, PhasePlan, Router
 from ._stream import AsyncStream, Stream
 from ._supervisor import ProxyBufferingWarning
 from ._toolrun import AsyncToolRun, ToolRun, ToolRunEvent
 from ._tools import ToolCallStarted, ToolResult, ToolRound, tool_from_function
+from .routing import ContextLengthError, EmbeddedRouter, Router
+from .routing.remote import TallyRouter
 
 __all__ = [
     "APIStatusError",
@@ -80,6 +82,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "ConnectTimeout",
+    "ContextLengthError",
     "Decision",
     "EmbeddedRouter",
     "Envelope",
@@ -98,6 +101,7 @@ __all__ = [
     "PermissionDeniedError",
     "PhasePlan",
     "PoolTimeout",
+    "Price",
     "ProtocolError",
     "ProviderError",
     "ProxyBufferingWarning",
@@ -114,6 +118,7 @@ __all__ = [
     "StreamInterrupted",
     "StructuredOutputError",
     "TallyError",
+    "TallyRouter",
     "TextDelta",
     "ThinkingDelta",
     "Timeouts",

@@ -163,6 +163,15 @@ class StructuredCall:
         self._checked = (response, checked)
         return checked
 
+    def valid(self, response: Response) -> bool:
+        """Whether `check` accepts the Response (a complete one that matches, or one it
+        passes through unchecked)."""
+        try:
+            self.check(response)
+        except StructuredOutputError:
+            return False
+        return True
+
     def _error(self, response: Response, errors: tuple[str, ...]) -> StructuredOutputError:
         truncated = response.finish_reason == "length"
         parser = self.spec.partial_parser()
