@@ -432,3 +432,31 @@ def test_tool_call_arguments_grow_as_they_stream(server: ReplayServer) -> None:
     )
     grown = [s for s in seen if s is not None]
     assert all(is_prefix(a, b) for a, b in itertools.pairwise(grown))
+
+
+def test_the_learner_hears_whether_the_output_matched(server: ReplayServer) -> None:
+    """A valid structured answer counts as a success for the router, a mismatch as a failure."""
+    from tally_client import EmbeddedRouter
+
+    class Recording(EmbeddedRouter):
+        def __init__(self) -> None:
+            super().__init__(learning=False)
+            self.successes: list[float] = []
+
+        def record(self, decision: Any, outcome: Any, envelope: Any = None) -> None:
+            self.successes.append(outcome.success)
+
+    router = Recording()
+    url = server.add(
+        [
+            Reply.json(chat_body('{"name": "Ann", "age": 3, "city": "Oslo"}')),
+            Reply.json(chat_body('{"town": 5}')),
+        ]
+    )
+    with Client(base_url=url + "/v1", router=router, retry=RetryPolicy(1)) as client:
+        assert client.complete("Ann.", schema=Person).parsed == Person(
+            name="Ann", age=3, city="Oslo"
+        )
+        with pytest.raises(StructuredOutputError):
+            client.complete("Ann.", schema=Person)
+    assert router.successes == [1.0, 0.0]
