@@ -43,7 +43,9 @@ def openai_chat_events(n: int) -> list[bytes]:
         f'"finish_reason":null}}]}}\n\n'
         for i in range(n)
     ]
-    events.append(f'data: {head}"choices":[{{"index":0,"delta":{{}},"finish_reason":"stop"}}]}}\n\n')
+    events.append(
+        f'data: {head}"choices":[{{"index":0,"delta":{{}},"finish_reason":"stop"}}]}}\n\n'
+    )
     usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": n + 5}
     events.append(f'data: {head}"choices":[],"usage":{json.dumps(usage)}}}\n\n')
     events.append("data: [DONE]\n\n")
@@ -56,7 +58,7 @@ def anthropic_events(n: int) -> list[bytes]:
     def event(name: str, data: dict[str, object]) -> bytes:
         return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
-    message = {
+    message: dict[str, object] = {
         "id": "msg_bench",
         "type": "message",
         "role": "assistant",
@@ -70,25 +72,35 @@ def anthropic_events(n: int) -> list[bytes]:
         event("message_start", {"type": "message_start", "message": message}),
         event(
             "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
         ),
         event("ping", {"type": "ping"}),
     ]
     events += [
         event(
             "content_block_delta",
-            {"type": "content_block_delta", "index": 0,
-             "delta": {"type": "text_delta", "text": f"tok{i} "}},
-        )  # fmt: skip
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": f"tok{i} "},
+            },
+        )
         for i in range(n)
     ]
     events += [
         event("content_block_stop", {"type": "content_block_stop", "index": 0}),
         event(
             "message_delta",
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-             "usage": {"output_tokens": n}},
-        ),  # fmt: skip
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": n},
+            },
+        ),
         event("message_stop", {"type": "message_stop"}),
     ]
     return events
@@ -182,7 +194,10 @@ class LoopbackServer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 

@@ -96,7 +96,7 @@ async def _case(kind: str, base: str, streams: int) -> dict[str, float]:
 
         async def one() -> int:
             n = 0
-            stream = await client.chat.completions.create(  # type: ignore[attr-defined]
+            stream = await client.chat.completions.create(
                 model="bench", messages=[{"role": "user", "content": "benchmark"}], stream=True
             )
             async for chunk in stream:
