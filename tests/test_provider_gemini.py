@@ -8,7 +8,6 @@ end-to-end tests run `tally_client.Client` against the byte-exact ReplayServer o
 from __future__ import annotations
 
 import importlib.metadata
-
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
