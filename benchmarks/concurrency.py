@@ -99,7 +99,7 @@ async def _case(kind: str, base: str, streams: int) -> dict[str, float]:
         # No time limits: its default 5 s connect limit fails under 1,000 simultaneous connects
         # on a busy machine, and a baseline is not judged on its limits.
         client = openai.AsyncOpenAI(
-            base_url=base + "/v1", api_key="bench", max_retries=0, timeout=httpx.Timeout(None)
+            base_url=base + "/v1", api_key="bench", max_retries=0, timeout=None
         )
 
         async def one() -> int:
