@@ -25,7 +25,9 @@ def pool_limits() -> httpx.Limits:
     """The pool settings tally_client's own clients use; the raw baselines use the same."""
     from tally_client import _client
 
-    limits = getattr(_client, "POOL_LIMITS", None)
+    make, size = getattr(_client, "_limits", None), getattr(_client, "MAX_CONNECTIONS", None)
+    limits = make(size) if callable(make) and isinstance(size, int) else None
+    limits = limits or getattr(_client, "POOL_LIMITS", None)  # before max_connections= existed
     if isinstance(limits, httpx.Limits):
         return limits
     return httpx.Limits(max_connections=1000, max_keepalive_connections=100)
