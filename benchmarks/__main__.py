@@ -42,7 +42,7 @@ def main() -> int:
         print(f"  ({name}: {time.perf_counter() - started:.0f} s)\n", flush=True)
     missed = [r for r in RESULTS if not r.met]
     for r in missed:
-        print(f"NOT MET: {r.section}: {r.name}: {r.value:.2f} (target {r.target})")
+        print(f"NOT MET: {r.section}: {r.name}: {r.verdict}")
     print("all targets met" if not missed else f"{len(missed)} of {len(RESULTS)} lines not met")
     return 1 if missed else 0
 

@@ -42,6 +42,7 @@ class Result:
     value: float
     target: str
     met: bool
+    verdict: str
 
 
 RESULTS: list[Result] = []
@@ -93,7 +94,7 @@ def check(
         verdict = f"ratio {value:.2f}x (target {target})"
     status = "info" if target == "none" else "met" if met else "NOT MET"
     print(f"  {name:<30} {values}  {verdict}  {status}", flush=True)
-    RESULTS.append(Result(section, name, value, target, met))
+    RESULTS.append(Result(section, name, value, target, met, verdict))
     return met
 
 
