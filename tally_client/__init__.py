@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import IO, Any, Unpack
 
 from ._client import AsyncClient, CallOptions, Client
+from ._decision import Confidence, Decision, ModelSpec, PhasePlan, Price
 from ._envelope import Envelope, build_envelope
 from ._errors import (
     APIStatusError,
@@ -57,9 +58,10 @@ from ._events import (
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
 from ._retry import RetryPolicy, Timeouts
-from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, PhasePlan, Router
 from ._stream import AsyncStream, Stream, parse_partial_json
 from ._supervisor import ProxyBufferingWarning
+from .routing import ContextLengthError, EmbeddedRouter, Router
+from .routing.remote import TallyRouter
 
 __all__ = [
     "APIStatusError",
@@ -75,6 +77,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "ConnectTimeout",
+    "ContextLengthError",
     "Decision",
     "EmbeddedRouter",
     "Envelope",
@@ -90,6 +93,7 @@ __all__ = [
     "PermissionDeniedError",
     "PhasePlan",
     "PoolTimeout",
+    "Price",
     "ProtocolError",
     "ProviderError",
     "ProxyBufferingWarning",
@@ -106,6 +110,7 @@ __all__ = [
     "StreamInterrupted",
     "StructuredOutputError",
     "TallyError",
+    "TallyRouter",
     "TextDelta",
     "ThinkingDelta",
     "Timeouts",
