@@ -48,7 +48,6 @@ test: lint model test-lowest
 
 bench: setup
 	$(PY) -m benchmarks
-	$(PY) -m benchmarks.routing
 
 clean:
 	rm -rf $(VENV) $(LOWEST) .mypy_cache .ruff_cache .pytest_cache
