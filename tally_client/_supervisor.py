@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,10 @@ class ProxyBufferingWarning(UserWarning):
     """
 
 
+_COMPACT_EVERY = 256
+"""Text pieces held before they are joined: bounds an answer's memory near its length."""
+
+
 class Accumulator:
     """Builds one attempt's output from its events, and times its deltas (pure)."""
 
@@ -88,7 +93,7 @@ class Accumulator:
         self._text: list[str] = []
         self._thinking: list[str] = []
         self._calls: dict[int, list[Any]] = {}
-        self._gaps: list[float] = []
+        self._gaps = array("d")  # seconds between deltas: 8 bytes each, not a float object
         self.usage: Usage = MISSING_USAGE
         self.finish_reason: FinishReason | None = None
         self.raw_finish_reason: str | None = None
@@ -99,7 +104,10 @@ class Accumulator:
         """Fold one event in; `now` is its arrival time in seconds (monotonic clock)."""
         kind = type(event)
         if kind is TextDelta:
-            self._text.append(event.text)  # type: ignore[union-attr]
+            text = self._text
+            text.append(event.text)  # type: ignore[union-attr]
+            if len(text) >= _COMPACT_EVERY:  # a long answer is one string, not many small ones
+                text[:] = ["".join(text)]
         elif kind is ThinkingDelta:
             self._thinking.append(event.text)  # type: ignore[union-attr]
         elif kind is ToolCallDelta:
