@@ -52,6 +52,7 @@ from ._events import (
     ToolCallDelta,
     UsageReported,
 )
+from ._observe import CallInfo, CallObserver, Observer
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
 from ._retry import RetryPolicy, Timeouts
@@ -66,6 +67,8 @@ __all__ = [
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
+    "CallInfo",
+    "CallObserver",
     "CallOptions",
     "Client",
     "Confidence",
@@ -83,6 +86,7 @@ __all__ = [
     "Metrics",
     "MissingAPIKeyError",
     "ModelSpec",
+    "Observer",
     "OverloadedError",
     "PhasePlan",
     "ProtocolError",

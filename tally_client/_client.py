@@ -10,6 +10,7 @@ import httpx
 
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
+from ._observe import CallInfo, Observer
 from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
 from ._response import Response
 from ._retry import RetryPolicy, Timeouts
@@ -80,6 +81,7 @@ class _BaseClient:
         protocol: str,
         timeouts: Timeouts | None,
         retry: RetryPolicy | None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         # The provider registry loads with the first client, not with the package.
         from ._config import default_setup, load_provider
@@ -112,6 +114,7 @@ class _BaseClient:
         self.router: Router = router if router is not None else EmbeddedRouter()
         self.timeouts = timeouts if timeouts is not None else Timeouts()
         self.retry = retry if retry is not None else RetryPolicy()
+        self.observers: tuple[Observer, ...] = tuple(observers)
 
     def __repr__(self) -> str:
         names = ", ".join(m.name for m in self.models)
@@ -185,6 +188,11 @@ class _BaseClient:
             extra_body=options.get("extra_body") or {},
         )
         provider = self.providers[decision.provider]
+        call = CallInfo(
+            provider.label, provider.name, provider.protocol, provider.base_url, decision.model,
+            decision.stream, decision, spec.max_tokens, spec.temperature,
+            spec.schema is not None, messages,
+        )  # fmt: skip
         sup = Supervisor(
             provider,
             decision.model,
@@ -193,6 +201,8 @@ class _BaseClient:
             timeouts=options.get("timeouts") or self.timeouts,
             decision=decision,
             structured=spec.schema is not None,
+            observers=self.observers,
+            call=call,
         )
         return sup, provider.build_request(spec, decision.model, stream=decision.stream)
 
@@ -218,6 +228,8 @@ class Client(_BaseClient):
         retry: default retry policy.
         http_client: an `httpx.Client` to use (you then close it); default: one pooled
             client per Client.
+        observers: `Observer`s that follow every call of this client (logging and
+            OpenTelemetry hooks; see docs/observability.md).
 
     Example:
         with Client() as client:
@@ -237,10 +249,12 @@ class Client(_BaseClient):
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         super().__init__(
-            models, providers, router, base_url, api_key, model, protocol, timeouts, retry
-        )
+            models, providers, router, base_url, api_key, model, protocol, timeouts, retry,
+            observers,
+        )  # fmt: skip
         self._own_http = http_client is None
         self._http = (
             http_client
@@ -327,10 +341,12 @@ class AsyncClient(_BaseClient):
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         super().__init__(
-            models, providers, router, base_url, api_key, model, protocol, timeouts, retry
-        )
+            models, providers, router, base_url, api_key, model, protocol, timeouts, retry,
+            observers,
+        )  # fmt: skip
         self._own_http = http_client is None
         self._http = (
             http_client

@@ -252,6 +252,7 @@ class Stream(_StreamBase):
         except httpx.HTTPError as exc:
             raise map_error(exc, sup, began=False) from exc
         self._live = response
+        sup.response_headers(response.status_code, response.headers)
         body_timeout(request, sup)
         return response
 
@@ -422,6 +423,7 @@ class AsyncStream(_StreamBase):
         except httpx.HTTPError as exc:
             raise map_error(exc, sup, began=False) from exc
         self._live = response
+        sup.response_headers(response.status_code, response.headers)
         body_timeout(request, sup)
         return response
 

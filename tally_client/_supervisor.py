@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ from ._response import (
 from ._retry import RetryPolicy, Timeouts
 
 if TYPE_CHECKING:
+    from ._observe import CallInfo, CallObserver, Observer
     from ._routing import Decision
     from .providers._base import Provider, StreamDecoder
 
@@ -189,6 +190,8 @@ class Supervisor:
         decision: Decision | None = None,
         structured: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        observers: Sequence[Observer] = (),
+        call: CallInfo | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
@@ -208,6 +211,9 @@ class Supervisor:
         self._reset_error: ProviderError | None = None
         self.reading_since: float | None = None
         self._meta: tuple[str | None, str | None] = (None, None)  # an atomic body's model, id
+        self._observers = observers
+        self._call = call
+        self._watch: tuple[CallObserver, ...] = ()  # observers following this call (_observe)
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -216,10 +222,18 @@ class Supervisor:
         now = self.clock()
         if self.attempt == 0:
             self.started = now  # the call's clock starts when its first request goes out
+            self._watch = self._start_observers()
         self.attempt += 1
         self.acc = Accumulator(now)
         self.decoder = self.provider.new_decoder() if self.stream else None
         self.reading_since = None
+        for watcher in self._watch:
+            watcher.attempt(self.attempt)
+
+    def response_headers(self, status: int, headers: Mapping[str, str]) -> None:
+        """The driver received an attempt's response headers (tells the observers)."""
+        for watcher in self._watch:
+            watcher.headers(status, headers)
 
     def connect_timeout(self) -> float | None:
         """Seconds the driver may spend connecting (bounded by what is left of `total`)."""
@@ -325,12 +339,18 @@ class Supervisor:
             return events
         now = self.clock()
         acc = self.acc
+        first = acc.first_at is None
         for ev in events:
             acc.add(ev, now)
+        if first and self._watch and acc.first_at is not None:
+            for watcher in self._watch:
+                watcher.first_token(acc.first_at - acc.started)
         if self._reset_error is not None:
             reset = Reset(self.attempt, "".join(self._discarded), self._reset_error)
             self._reset_error = None
             self._discarded.clear()
+            for watcher in self._watch:
+                watcher.reset(reset)
             return (reset, *events)
         return events
 
@@ -353,7 +373,7 @@ class Supervisor:
         if delay is None:
             # The last attempt ended cleanly, so this is a partial result, not a failure,
             # even when the longest text came from an attempt that broke.
-            return replace(self._longest_partial(partial), state="partial")
+            return self._ended(replace(self._longest_partial(partial), state="partial"))
         return delay
 
     def atomic_body(self, body: Any) -> Response:
@@ -371,6 +391,8 @@ class Supervisor:
             self.acc.add(ev, now)
         self.acc.first_at = now  # an atomic call's first token arrives with the last
         self._meta = (result.model, result.response_id)
+        for watcher in self._watch:
+            watcher.first_token(now - self.acc.started)
         return self._finish("complete")
 
     def atomic_events(self) -> list[StreamEvent]:
@@ -401,12 +423,15 @@ class Supervisor:
         if delay is None:
             error.partial = self._longest_partial(partial)
             error.attempts = tuple(self._attempts)
+            watch, self._watch = self._watch, ()
+            for watcher in watch:
+                watcher.failed(error)
             raise error
         return delay
 
     def cancelled(self) -> Response:
         """The caller closed the stream: the Response with the text so far."""
-        return self._build("cancelled")
+        return self._ended(self._build("cancelled"))
 
     def snapshot(self) -> Response:
         """The current attempt's Response so far (state "partial" until it ends)."""
@@ -434,6 +459,9 @@ class Supervisor:
                 delay = None
         self._attempts.append(Attempt(self.attempt, error, len(partial.text), delay or 0.0))
         self._partials.append(partial)
+        if delay is not None:
+            for watcher in self._watch:
+                watcher.retry(self.attempt, error, delay)
         if delay is not None and self.stream:
             if self.acc.has_output:  # text, thinking or tool-call deltas were shown
                 self._discarded.append(partial.text)
@@ -459,6 +487,22 @@ class Supervisor:
                 ProxyBufferingWarning,
                 stacklevel=4,
             )
+        return self._ended(response)
+
+    def _start_observers(self) -> tuple[CallObserver, ...]:
+        from ._observe import CallInfo, start_all
+
+        provider = self.provider
+        call = self._call or CallInfo(
+            provider.label, provider.name, provider.protocol, provider.base_url, self.model,
+            self.stream, self.decision, structured=self.structured,
+        )  # fmt: skip
+        return start_all(self._observers, call)
+
+    def _ended(self, response: Response) -> Response:
+        watch, self._watch = self._watch, ()
+        for watcher in watch:
+            watcher.finished(response)
         return response
 
     def _build(self, state: ResponseState) -> Response:
