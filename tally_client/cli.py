@@ -227,11 +227,18 @@ def _spinner(show: bool, text: str) -> Iterator[Callable[[], None]]:
     from yaspin import yaspin
 
     spin = yaspin(text=text, stream=sys.stderr)
+    running = [True]
+
+    def stop() -> None:  # once: yaspin clears the current line each time it stops
+        if running[0]:
+            running[0] = False
+            spin.stop()
+
     spin.start()
     try:
-        yield spin.stop
+        yield stop
     finally:
-        spin.stop()
+        stop()
 
 
 def _isatty(stream: IO[str]) -> bool:
