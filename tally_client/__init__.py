@@ -124,6 +124,11 @@ __all__ = [
 
 _default_client: Client | None = None
 
+DEFAULT_MAX_TOKENS = 1024
+"""The output cap of `ask()`, `ask_stream()` and the `tally` command when none is given, in
+tokens: a small local model that never emits its stop token stops here, not when its context
+window fills."""
+
 
 def _client() -> Client:
     global _default_client
@@ -136,9 +141,12 @@ def _client() -> Client:
 def ask(prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> str:
     """Ask once and get the answer text (an atomic call on a shared default `Client`).
 
+    `max_tokens` defaults to `DEFAULT_MAX_TOKENS` (1024).
+
     Raises:
         ProviderError: the call failed; ConfigurationError: bad arguments or set-up.
     """
+    options.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
     return _client().complete(prompt, **options).text
 
 
@@ -151,12 +159,14 @@ def ask_stream(
     """Stream an answer to the terminal (or `file`) as it arrives; return the Response.
 
     If the connection drops and the call is retried, a line saying so is printed before the
-    retry's text, since a terminal cannot take back what it showed.
+    retry's text, since a terminal cannot take back what it showed. `max_tokens` defaults to
+    `DEFAULT_MAX_TOKENS` (1024).
 
     Raises:
         ProviderError: the call failed; ConfigurationError: bad arguments or set-up.
     """
     out = sys.stdout if file is None else file
+    options.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
     with _client().stream(prompt, **options) as stream:
         for event in stream:
             if isinstance(event, TextDelta):

@@ -38,6 +38,7 @@ from typing import IO, Any, NoReturn, cast
 import click
 
 from . import (
+    DEFAULT_MAX_TOKENS,
     APIStatusError,
     AuthenticationError,
     BadRequestError,
@@ -56,11 +57,7 @@ from . import (
 )
 from ._client import CallOptions
 
-__all__ = ["DEFAULT_MAX_TOKENS", "EXIT_CODES", "main", "response_json"]
-
-DEFAULT_MAX_TOKENS = 1024
-"""The output cap when `--max-tokens` is not given, in tokens: a small local model that never
-emits its stop token ends here rather than when its context fills."""
+__all__ = ["EXIT_CODES", "main", "response_json"]
 
 EXIT_CODES: dict[str, int] = {
     "ok": 0,

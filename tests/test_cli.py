@@ -291,3 +291,20 @@ def test_import_tally_client_loads_no_cli_or_otel_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] True"
+
+
+def test_one_line_helpers_cap_the_output_by_default(
+    server: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    import tally_client
+    from tally_client import Client
+
+    url = server.add(Scenario(chat_json("Paris"), Reply(body=chat_sse("Once."))))
+    with Client(base_url=url + "/v1") as client:
+        monkeypatch.setattr(tally_client, "_default_client", client)
+        assert tally_client.ask("Capital of France?") == "Paris"
+        assert tally_client.ask_stream("A story.", file=io.StringIO()).text == "Once."
+    caps = [r.json()["max_tokens"] for r in server.requests(url)]
+    assert caps == [tally_client.DEFAULT_MAX_TOKENS] * 2 == [1024, 1024]
