@@ -103,7 +103,9 @@ def test_block_runs_as_written(block: Block, llama: LlamaServer, tally_bin: Path
         PYTHONPATH=str(ROOT),
     )
     if block.directive.startswith("env "):
-        env.update(pair.split("=", 1) for pair in block.directive[4:].split())
+        for pair in block.directive[4:].split():
+            key, _, value = pair.partition("=")
+            env[key] = value
     if RUNNABLE[block.lang] == "python":
         code = (README_PRELUDE if block.path.name == "README.md" else "") + block.code
         cmd = [sys.executable, "-c", code]
