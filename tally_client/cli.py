@@ -417,7 +417,8 @@ def _run(call: Stream, *, show_text: bool) -> Response:
     try:
         with _spinner(_isatty(sys.stderr), f"asking {label}") as stop, call:
             for event in call:
-                stop()
+                if show_text:  # else the spinner runs until the Response is whole
+                    stop()
                 if type(event) is TextDelta and show_text:
                     out.write(event.text)
                     out.flush()

@@ -308,3 +308,18 @@ def test_one_line_helpers_cap_the_output_by_default(
         assert tally_client.ask_stream("A story.", file=io.StringIO()).text == "Once."
     caps = [r.json()["max_tokens"] for r in server.requests(url)]
     assert caps == [tally_client.DEFAULT_MAX_TOKENS] * 2 == [1024, 1024]
+
+
+def test_without_the_cli_extra_the_command_says_how_to_install_it() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['click'] = None  # as if click were not installed\n"
+        "from tally_client.__main__ import main\n"
+        "main()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert out.returncode == 3
+    assert "pip install 'tally-client[cli]'" in out.stderr
