@@ -22,6 +22,7 @@ from ._client import AsyncClient, CallOptions, Client
 from ._envelope import Envelope, build_envelope
 from ._errors import (
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -31,6 +32,8 @@ from ._errors import (
     IdleTimeout,
     MissingAPIKeyError,
     OverloadedError,
+    PermissionDeniedError,
+    PoolTimeout,
     ProtocolError,
     ProviderError,
     RateLimitError,
@@ -39,7 +42,6 @@ from ._errors import (
     StreamInterrupted,
     StructuredOutputError,
     TallyError,
-    TimeoutError_,
     TotalTimeout,
     TransportError,
 )
@@ -62,6 +64,7 @@ from ._supervisor import ProxyBufferingWarning
 
 __all__ = [
     "APIStatusError",
+    "APITimeoutError",
     "AsyncClient",
     "AsyncStream",
     "Attempt",
@@ -88,7 +91,9 @@ __all__ = [
     "ModelSpec",
     "Observer",
     "OverloadedError",
+    "PermissionDeniedError",
     "PhasePlan",
+    "PoolTimeout",
     "ProtocolError",
     "ProviderError",
     "ProxyBufferingWarning",
@@ -107,7 +112,6 @@ __all__ = [
     "TallyError",
     "TextDelta",
     "ThinkingDelta",
-    "TimeoutError_",
     "Timeouts",
     "Tool",
     "ToolCall",

@@ -23,9 +23,18 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncClient", "CallOptions", "Client"]
 
-POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+MAX_CONNECTIONS = 1000
 """Streams hold a connection for their whole length: httpx's default cap of 100 connections
-would make the 101st concurrent stream wait for a slot, so the pool is wider."""
+would make the 101st concurrent stream wait for a slot, so the pool is wider. A call that
+finds every connection busy for `Timeouts.connect` seconds raises `PoolTimeout`."""
+
+
+def _limits(max_connections: int) -> httpx.Limits:
+    if max_connections < 1:
+        raise ConfigurationError(f"max_connections must be a positive int, got {max_connections!r}")
+    return httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=min(100, max_connections)
+    )
 
 
 class CallOptions(TypedDict, total=False):
@@ -227,7 +236,10 @@ class Client(_BaseClient):
         timeouts: default time limits (seconds).
         retry: default retry policy.
         http_client: an `httpx.Client` to use (you then close it); default: one pooled
-            client per Client.
+            client per Client. On a client of your own, `close()` cannot interrupt a call
+            that is still waiting for response headers (it ends at the first-token limit).
+        max_connections: the pool size of the client's own `httpx.Client`: how many calls
+            (streams hold one for their whole length) can be open at once; default 1,000.
         observers: `Observer`s that follow every call of this client (logging and
             OpenTelemetry hooks; see docs/observability.md).
 
@@ -249,6 +261,7 @@ class Client(_BaseClient):
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
+        max_connections: int = MAX_CONNECTIONS,
         observers: Sequence[Observer] = (),
     ) -> None:
         super().__init__(
@@ -256,11 +269,14 @@ class Client(_BaseClient):
             observers,
         )  # fmt: skip
         self._own_http = http_client is None
-        self._http = (
-            http_client
-            if http_client is not None
-            else httpx.Client(timeout=None, limits=POOL_LIMITS)
-        )
+        if http_client is None:
+            from ._transport import SupervisedTransport
+
+            limits = _limits(max_connections)
+            http_client = httpx.Client(
+                timeout=None, limits=limits, transport=SupervisedTransport(limits)
+            )
+        self._http = http_client
 
     def __enter__(self) -> Client:
         return self
@@ -341,6 +357,7 @@ class AsyncClient(_BaseClient):
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
+        max_connections: int = MAX_CONNECTIONS,
         observers: Sequence[Observer] = (),
     ) -> None:
         super().__init__(
@@ -348,11 +365,9 @@ class AsyncClient(_BaseClient):
             observers,
         )  # fmt: skip
         self._own_http = http_client is None
-        self._http = (
-            http_client
-            if http_client is not None
-            else httpx.AsyncClient(timeout=None, limits=POOL_LIMITS)
-        )
+        if http_client is None:
+            http_client = httpx.AsyncClient(timeout=None, limits=_limits(max_connections))
+        self._http = http_client
 
     async def __aenter__(self) -> AsyncClient:
         return self

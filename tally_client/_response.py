@@ -114,8 +114,8 @@ class Metrics:
         output_tokens_per_second: reported output tokens / (total_seconds - ttft); None when
             usage was not reported or fewer than two deltas arrived.
         chunks: number of content deltas received.
-        buffered: the deltas arrived in one burst after a long wait: a proxy probably
-            buffered the stream (see the warning raised with it).
+        buffered: after a long silence the deltas arrived in bursts (many per network read):
+            a proxy probably buffered the stream (see the warning raised with it).
     """
 
     ttft: float | None = None

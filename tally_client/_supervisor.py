@@ -52,9 +52,16 @@ if TYPE_CHECKING:
 
 __all__ = ["Accumulator", "ProxyBufferingWarning", "Supervisor"]
 
+BURST_MIN_DELTAS = 8
+"""The buffering signal needs at least this many content deltas,"""
+BURST_MIN_SILENCE = 0.5
+"""a first token at least this many seconds after the request,"""
+BURST_DELTAS_PER_READ = 8
+"""and on average at least this many deltas per network read that carried any."""
+
 
 class ProxyBufferingWarning(UserWarning):
-    """A stream's chunks all arrived in one burst after a long wait.
+    """A stream's first token came after a long silence, then its deltas arrived in bursts.
 
     The likely cause is a proxy or load balancer buffering `text/event-stream` responses
     (nginx without `proxy_buffering off` / `X-Accel-Buffering: no`, some corporate proxies):
@@ -155,13 +162,15 @@ class Accumulator:
         if out and ttft is not None and gaps and total > ttft:
             rate = out / (total - ttft)
         chunks = len(gaps) + (self.first_at is not None)
+        # Deltas of one network read share its arrival time, so a zero gap means "arrived in
+        # the same read". A proxy that buffers shows as a long silence, then many deltas per
+        # read; a busy client reads late but does not make the wire deliver in bursts.
+        reads = 1 + sum(1 for gap in gaps if gap > 0.0)
         buffered = bool(
             ttft is not None
-            and chunks >= 8
-            and ttft >= 0.5
-            and self.last_at - self.first_at <= 0.1 * ttft  # type: ignore[operator]
-            and itl_mean is not None
-            and itl_mean < 0.005
+            and chunks >= BURST_MIN_DELTAS
+            and ttft >= BURST_MIN_SILENCE
+            and chunks >= BURST_DELTAS_PER_READ * reads
         )
         return Metrics(ttft, total, itl_mean, itl_p95, rate, chunks, buffered)
 
@@ -210,6 +219,7 @@ class Supervisor:
         self._discarded: list[str] = []
         self._reset_error: ProviderError | None = None
         self.reading_since: float | None = None
+        self._read_at: float | None = None  # when the current network read returned
         self._meta: tuple[str | None, str | None] = (None, None)  # an atomic body's model, id
         self._observers = observers
         self._call = call
@@ -227,6 +237,7 @@ class Supervisor:
         self.acc = Accumulator(now)
         self.decoder = self.provider.new_decoder() if self.stream else None
         self.reading_since = None
+        self._read_at = None
         for watcher in self._watch:
             watcher.attempt(self.attempt)
 
@@ -234,6 +245,11 @@ class Supervisor:
         """The driver received an attempt's response headers (tells the observers)."""
         for watcher in self._watch:
             watcher.headers(status, headers)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the current attempt's stream sent the provider's terminal event."""
+        return self.decoder is not None and self.decoder.terminal
 
     def connect_timeout(self) -> float | None:
         """Seconds the driver may spend connecting (bounded by what is left of `total`)."""
@@ -259,8 +275,15 @@ class Supervisor:
         """The driver is about to block reading the body."""
         self.reading_since = self.clock()
 
+    def read_ended(self) -> None:
+        """The body ended: the driver no longer reads."""
+        self.reading_since = None
+
     def read_returned(self) -> None:
-        """A read of the body returned data.
+        """A read of the body returned data; the events it holds are fed next.
+
+        Every event of one network read gets that read's arrival time, so the metrics describe
+        arrival on the wire, not how fast the consumer asked for the next event.
 
         Raises:
             FirstTokenTimeout, TotalTimeout: the limit passed even though bytes kept coming
@@ -268,6 +291,7 @@ class Supervisor:
         """
         now = self.clock()
         self.reading_since = None
+        self._read_at = now
         t = self.timeouts
         if t.total is not None and now - self.started > t.total:
             raise self.timeout_error("total")
@@ -337,7 +361,9 @@ class Supervisor:
             raise self._shape_error(data, exc) from exc
         if not events:
             return events
-        now = self.clock()
+        now = self._read_at
+        if now is None:
+            now = self.clock()
         acc = self.acc
         first = acc.first_at is None
         for ev in events:
@@ -480,8 +506,9 @@ class Supervisor:
         response = self._build(state)
         if response.metrics.buffered:
             warnings.warn(
-                f"all {response.metrics.chunks} chunks arrived in one burst after "
-                f"{response.metrics.ttft:.1f} s: a proxy between you and "
+                f"the first token came after {response.metrics.ttft:.1f} s and then "
+                f"{response.metrics.chunks} deltas arrived in bursts (8 or more per network "
+                f"read): a proxy between you and "
                 f"{self.provider.label} is probably buffering the stream "
                 "(nginx: proxy_buffering off, or send X-Accel-Buffering: no)",
                 ProxyBufferingWarning,

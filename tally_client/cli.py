@@ -44,6 +44,7 @@ from . import (
     BadRequestError,
     Client,
     ConfigurationError,
+    PermissionDeniedError,
     ProtocolError,
     ProviderError,
     RateLimitError,
@@ -82,7 +83,7 @@ def exit_code(error: BaseException) -> int:
     checks: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
         (ConfigurationError, "configuration"),
         (StructuredOutputError, "structured_output"),
-        (AuthenticationError, "authentication"),
+        ((AuthenticationError, PermissionDeniedError), "authentication"),
         (BadRequestError, "bad_request"),
         (RateLimitError, "rate_limit"),
         (ServerError, "server_error"),

@@ -187,6 +187,7 @@ def test_bad_schema_type_is_a_usage_error(server: ReplayServer) -> None:
     ("reply", "code"),
     [
         (Reply.error(401, {"error": {"message": "bad key", "type": "invalid_request_error"}}), 4),
+        (Reply.error(403, {"error": {"message": "not allowed"}}), 4),
         (Reply.error(400, {"error": {"message": "bad request"}}), 5),
         (Reply.error(429, {"error": {"message": "slow down"}}, {"retry-after-ms": "1"}), 6),
         (Reply.html_error(502), 7),

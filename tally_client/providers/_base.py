@@ -82,6 +82,9 @@ class Provider:
     """The header that carries the API key."""
     auth_scheme: ClassVar[str] = "Bearer "
     """What comes before the key in that header ("" for a bare key)."""
+    connect_hint: str = ""
+    """Appended to a connection error's message (set for the default local endpoint: how to
+    start a server there)."""
     compatible_label: ClassVar[str | None] = None
     """The provider name reported when the base URL is not the official host (for example
     "openai-compatible" for llama.cpp, vLLM or Ollama), unless `name=` is given."""
