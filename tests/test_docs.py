@@ -13,6 +13,8 @@ An HTML comment right before a block changes how it runs:
 - `<!-- docs-test: skip (reason) -->`: not run; the reason is required and says why.
 - `<!-- docs-test: env KEY=VALUE ... -->`: run with these extra environment variables (e.g.
   dummy keys for a block that only builds SDK clients).
+- `<!-- docs-test: continue -->`: run after the previous runnable block of the same file (and
+  whatever that one continued), for a guide that builds one example over several blocks.
 """
 
 from __future__ import annotations
@@ -54,19 +56,25 @@ class Block:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
 
 
-def _blocks() -> list[Block]:
+def _blocks(files: list[Path]) -> list[Block]:
     found = []
-    for path in FILES:
+    for path in files:
         text = path.read_text()
+        previous = ""
         for match in _BLOCK.finditer(text):
             indent = len(match["indent"])
             code = "\n".join(line[indent:] for line in match["code"].splitlines())
             line = text.count("\n", 0, match.start("lang")) + 1
-            found.append(Block(path, line, match["lang"], code, match["directive"] or ""))
+            directive = match["directive"] or ""
+            if directive == "continue":
+                code = previous + "\n" + code
+            if match["lang"] in RUNNABLE and not directive.startswith("skip"):
+                previous = code
+            found.append(Block(path, line, match["lang"], code, directive))
     return found
 
 
-BLOCKS = _blocks()
+BLOCKS = _blocks(FILES)
 TO_RUN = [b for b in BLOCKS if b.lang in RUNNABLE and not b.directive.startswith("skip")]
 
 
@@ -78,7 +86,26 @@ def test_blocks_are_found_and_every_skip_says_why() -> None:
         if directive.startswith("skip"):
             assert re.fullmatch(r"skip \(.{10,}\)", directive), f"{block.id}: give a reason"
         else:
-            assert directive == "" or directive.startswith("env "), f"{block.id}: {directive}"
+            known = directive in ("", "continue") or directive.startswith("env ")
+            assert known, f"{block.id}: unknown directive {directive!r}"
+
+
+def test_directives_shape_the_blocks(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\na = 1\n```\n\n"
+        "<!-- docs-test: skip (shown for its shape only) -->\n```python\nb = 2\n```\n\n"
+        "```text\nnot code\n```\n\n"
+        "<!-- docs-test: continue -->\n```python\nprint(a)\n```\n\n"
+        "<!-- docs-test: continue -->\n  ```python\n  print(a + 1)\n  ```\n"
+    )
+    blocks = _blocks([page])
+    assert [(b.lang, b.directive.split(" ")[0]) for b in blocks] == [
+        ("python", ""), ("python", "skip"), ("text", ""), ("python", "continue"),
+        ("python", "continue"),
+    ]  # fmt: skip
+    assert blocks[3].code == "a = 1\nprint(a)"  # the skipped block is not part of it
+    assert blocks[4].code == "a = 1\nprint(a)\nprint(a + 1)"  # indentation removed
 
 
 @pytest.fixture(scope="module")
