@@ -11,6 +11,13 @@ import httpx
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
 from ._observe import CallInfo, Observer
+from ._options import (
+    check_headers,
+    check_option_names,
+    check_option_values,
+    check_prompt,
+    check_text,
+)
 from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
 from ._response import Response
 from ._retry import RetryPolicy, Timeouts
@@ -57,6 +64,17 @@ class CallOptions(TypedDict, total=False):
         timeouts: time limits for this call (default: the client's).
         retry: the retry policy for this call (default: the client's).
         extra_body: provider-specific request fields, merged into the body last.
+        extra_headers: HTTP headers for this call, over the client's (ASCII str values).
+        stop: stop sequences (a str or a list): the output ends before the first one.
+        seed: a sampling seed (OpenAI Chat, Gemini, compatible servers).
+        top_p: nucleus sampling, 0 to 1 (every protocol).
+        top_k: sample among the k most likely tokens (Anthropic, Gemini, compatible servers).
+        presence_penalty: OpenAI Chat, Gemini, compatible servers.
+        frequency_penalty: OpenAI Chat, Gemini, compatible servers.
+
+    A sampling option the chosen provider has no field for raises `ConfigurationError`
+    naming the provider (never a silent drop); an unknown option name raises one naming the
+    closest valid option.
     """
 
     system: str
@@ -74,6 +92,17 @@ class CallOptions(TypedDict, total=False):
     timeouts: Timeouts
     retry: RetryPolicy
     extra_body: Mapping[str, Any]
+    extra_headers: Mapping[str, str]
+    stop: str | Sequence[str]
+    seed: int
+    top_p: float
+    top_k: int
+    presence_penalty: float
+    frequency_penalty: float
+
+
+CALL_OPTIONS = CallOptions.__optional_keys__ | CallOptions.__required_keys__
+"""Every keyword a call method takes."""
 
 
 class _BaseClient:
@@ -90,8 +119,12 @@ class _BaseClient:
         protocol: str,
         timeouts: Timeouts | None,
         retry: RetryPolicy | None,
+        extra_headers: Mapping[str, str] | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
+        self.extra_headers = check_headers(extra_headers, "extra_headers")
+        for name, value in (("timeouts", timeouts), ("retry", retry)):
+            check_option_values({name: value})
         # The provider registry loads with the first client, not with the package.
         from ._config import default_setup, load_provider
 
@@ -140,8 +173,12 @@ class _BaseClient:
                 expected_output_tokens, schema, tools, ...) are what the router reads.
 
         Raises:
-            ConfigurationError: an unknown option value or model.
+            ConfigurationError: an unknown option, option value or model.
         """
+        check_option_names(options, CALL_OPTIONS)
+        check_option_values(options)
+        if prompt:
+            check_prompt(prompt)
         messages = normalize_messages(prompt, options.get("system")) if prompt else ()
         return self._decide(self._envelope(messages, options), options.get("model"))
 
@@ -175,6 +212,10 @@ class _BaseClient:
     def _plan(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> tuple[Supervisor, WireRequest]:
+        check_option_names(options, CALL_OPTIONS)
+        check_prompt(prompt)
+        check_option_values(options)
+        call_headers = check_headers(options.get("extra_headers"), "extra_headers")
         messages = normalize_messages(prompt, options.get("system"))
         envelope = self._envelope(messages, options)
         decision = self._decide(envelope, options.get("model"))
@@ -195,7 +236,20 @@ class _BaseClient:
             schema_name=options.get("schema_name", "output"),
             tools=normalize_tools(options.get("tools")),
             extra_body=options.get("extra_body") or {},
+            stop=_stop_tuple(options.get("stop")),
+            seed=options.get("seed"),
+            top_p=options.get("top_p"),
+            top_k=options.get("top_k"),
+            presence_penalty=options.get("presence_penalty"),
+            frequency_penalty=options.get("frequency_penalty"),
         )
+        # Every text that goes out, checked once: a lone surrogate cannot be sent as UTF-8.
+        check_text(prompt, "prompt" if isinstance(prompt, str) else "messages")
+        check_text(options.get("system"), "system")
+        check_text(spec.tools, "tools")
+        check_text(spec.stop, "stop")
+        check_text(spec.schema, "schema")
+        check_text(spec.extra_body, "extra_body")
         provider = self.providers[decision.provider]
         call = CallInfo(
             provider.label, provider.name, provider.protocol, provider.base_url, decision.model,
@@ -213,7 +267,21 @@ class _BaseClient:
             observers=self.observers,
             call=call,
         )
-        return sup, provider.build_request(spec, decision.model, stream=decision.stream)
+        wire = provider.build_request(spec, decision.model, stream=decision.stream)
+        if self.extra_headers or call_headers:
+            from .providers._base import auth_values
+
+            extra = {**self.extra_headers, **call_headers}
+            wire = replace(wire, headers={**wire.headers, **extra})
+            sup.secrets = auth_values(extra)
+        return sup, wire
+
+    def _check_open(self, closed: bool) -> None:
+        if closed:
+            raise ConfigurationError(
+                f"this {type(self).__name__} is closed (its `with` block ended or close() was "
+                "called): make calls inside the block, or create a new client"
+            )
 
 
 class Client(_BaseClient):
@@ -240,8 +308,14 @@ class Client(_BaseClient):
             that is still waiting for response headers (it ends at the first-token limit).
         max_connections: the pool size of the client's own `httpx.Client`: how many calls
             (streams hold one for their whole length) can be open at once; default 1,000.
+        extra_headers: HTTP headers sent with every request (a call's `extra_headers=` adds
+            to them and wins on a clash), as the official SDKs' `default_headers` do.
         observers: `Observer`s that follow every call of this client (logging and
             OpenTelemetry hooks; see docs/observability.md).
+
+    Raises:
+        ConfigurationError: bad arguments (see the message), including `Timeouts` or
+            `RetryPolicy` values out of range and non-ASCII header values.
 
     Example:
         with Client() as client:
@@ -262,11 +336,12 @@ class Client(_BaseClient):
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
         max_connections: int = MAX_CONNECTIONS,
+        extra_headers: Mapping[str, str] | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
         super().__init__(
             models, providers, router, base_url, api_key, model, protocol, timeouts, retry,
-            observers,
+            extra_headers, observers,
         )  # fmt: skip
         self._own_http = http_client is None
         if http_client is None:
@@ -332,6 +407,7 @@ class Client(_BaseClient):
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> Stream:
+        self._check_open(self._http.is_closed)
         sup, wire = self._plan(prompt, options, stream)
         return Stream(self._http, sup, wire)
 
@@ -358,11 +434,12 @@ class AsyncClient(_BaseClient):
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
         max_connections: int = MAX_CONNECTIONS,
+        extra_headers: Mapping[str, str] | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
         super().__init__(
             models, providers, router, base_url, api_key, model, protocol, timeouts, retry,
-            observers,
+            extra_headers, observers,
         )  # fmt: skip
         self._own_http = http_client is None
         if http_client is None:
@@ -401,5 +478,12 @@ class AsyncClient(_BaseClient):
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> AsyncStream:
+        self._check_open(self._http.is_closed)
         sup, wire = self._plan(prompt, options, stream)
         return AsyncStream(self._http, sup, wire)
+
+
+def _stop_tuple(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from ._errors import (
+    ConfigurationError,
     ConnectError,
     ConnectTimeout,
     PoolTimeout,
@@ -62,6 +63,8 @@ def build(
     http: httpx.Client | httpx.AsyncClient, wire: WireRequest, sup: Supervisor
 ) -> httpx.Request:
     """The httpx request for one attempt, with this attempt's connect and header limits."""
+    if http.is_closed:  # a stream made before its client closed, iterated after
+        raise ConfigurationError("the client of this stream is closed: start the call again")
     connect = sup.connect_timeout()
     timeout = httpx.Timeout(connect=connect, read=sup.header_timeout(), write=connect, pool=connect)
     return http.build_request(

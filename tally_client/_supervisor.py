@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     FirstTokenTimeout,
     IdleTimeout,
-    ProtocolError,
     ProviderError,
     StreamInterrupted,
     StructuredOutputError,
@@ -136,6 +135,11 @@ class Accumulator:
         return "".join(self._text)
 
     @property
+    def thinking(self) -> str:
+        """The thinking/reasoning text so far."""
+        return "".join(self._thinking)
+
+    @property
     def has_output(self) -> bool:
         """True once any text, thinking or tool-call delta arrived."""
         return self.first_at is not None
@@ -224,6 +228,9 @@ class Supervisor:
         self._observers = observers
         self._call = call
         self._watch: tuple[CallObserver, ...] = ()  # observers following this call (_observe)
+        self.secrets: tuple[str, ...] = ()
+        """Credentials beyond the provider's own (auth headers given for this call), masked
+        in every error like the provider's key."""
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -353,12 +360,10 @@ class Supervisor:
 
         Raises:
             ProviderError: an in-stream error event, or data the protocol does not allow
-                (ProtocolError, also for JSON of an unexpected shape).
+                (ProtocolError, also for JSON of an unexpected shape: the codecs check shapes).
+                Anything else is a bug here and propagates as it is, never retried.
         """
-        try:
-            events = self.decoder.feed(event, data)  # type: ignore[union-attr]
-        except (AttributeError, KeyError, TypeError, IndexError) as exc:
-            raise self._shape_error(data, exc) from exc
+        events = self.decoder.feed(event, data)  # type: ignore[union-attr]
         if not events:
             return events
         now = self._read_at
@@ -408,10 +413,7 @@ class Supervisor:
         Raises:
             ProtocolError: the body is not the provider's response shape.
         """
-        try:
-            result = self.provider.decode_body(body)
-        except (AttributeError, KeyError, TypeError, IndexError) as exc:
-            raise self._shape_error(str(body), exc) from exc
+        result = self.provider.decode_body(body)
         now = self.clock()
         for ev in result.events:
             self.acc.add(ev, now)
@@ -425,10 +427,11 @@ class Supervisor:
         """The events an atomic result replays to a stream consumer, in order."""
         acc = self.acc
         events: list[StreamEvent] = []
-        if acc._thinking:
-            events.append(ThinkingDelta("".join(acc._thinking)))
-        if acc._text:
-            events.append(TextDelta(acc.text))
+        thinking, text = acc.thinking, acc.text
+        if thinking:
+            events.append(ThinkingDelta(thinking))
+        if text:
+            events.append(TextDelta(text))
         for i, call in enumerate(acc.tool_calls()):
             events.append(ToolCallDelta(i, call.id, call.name, call.arguments))
         if acc.usage.reported:
@@ -443,7 +446,11 @@ class Supervisor:
         Raises:
             ProviderError: `error` itself, with `partial` (the longest partial Response)
                 and `attempts` set, when it is not retried.
+
+        Every failed attempt's error passes here first, so this is where the provider's
+        credentials are masked in it (`Provider.redact`), whatever raised it.
         """
+        self.provider.redact(error, self.secrets)
         partial = self._build("interrupted")
         delay = self._next_delay(error, partial)
         if delay is None:
@@ -464,13 +471,6 @@ class Supervisor:
         return self._build("partial")
 
     # -- internals -----------------------------------------------------------------------
-
-    def _shape_error(self, data: str, exc: Exception) -> ProtocolError:
-        shown = data if len(data) <= 200 else data[:200] + "…"
-        return ProtocolError(
-            f"unexpected shape for this protocol ({type(exc).__name__}: {exc}): {shown!r}",
-            provider=self.provider.label,
-        )
 
     def _remaining(self) -> float | None:
         if self.timeouts.total is None:
@@ -545,10 +545,13 @@ class Supervisor:
                 parsed = json.loads(text)
             except ValueError:
                 parsed = None
+        usage = acc.usage
+        if usage.final and state != "complete":
+            usage = replace(usage, final=False)  # counts of a call that did not end
         return Response(
             text=text,
             tool_calls=acc.tool_calls(),
-            usage=acc.usage,
+            usage=usage,
             finish_reason=acc.finish_reason,
             state=state,
             model=model or self.model,
@@ -556,7 +559,7 @@ class Supervisor:
             decision=self.decision,
             metrics=acc.metrics(self.clock()),
             attempts=tuple(self._attempts),
-            thinking="".join(acc._thinking),
+            thinking=acc.thinking,
             raw_finish_reason=acc.raw_finish_reason,
             parsed=parsed,
             response_id=response_id,
