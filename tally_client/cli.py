@@ -44,6 +44,7 @@ from . import (
     BadRequestError,
     Client,
     ConfigurationError,
+    Decision,
     PermissionDeniedError,
     ProtocolError,
     ProviderError,
@@ -391,13 +392,7 @@ def prompt(
     except ConfigurationError as exc:
         _fail(exc)
     with client:
-        try:
-            call = client._stream(text, options, stream)
-        except ConfigurationError as exc:
-            _fail(exc)
-        if verbose:
-            _explain(call)
-        response = _run(call, show_text=not as_json and validate is None)
+        response = _deliver(client, text, options, stream, not as_json and not validate, verbose)
     if verbose:
         _summary(response)
     if as_json:
@@ -407,6 +402,29 @@ def prompt(
     if response.state == "partial":
         _note("[partial: the stream ended before its terminal event]")
         sys.exit(EXIT_CODES["partial"])
+
+
+def _deliver(
+    client: Client,
+    text: str,
+    options: CallOptions,
+    stream: bool | None,
+    show_text: bool,
+    verbose: bool,
+) -> Response:
+    """Make the call as the router decides (`stream` None) or as the caller chose."""
+    try:
+        if stream is False:  # the caller's choice: atomic, whatever the router says
+            response = _run_atomic(lambda: client.complete(text, **options), show_text)
+            if verbose:
+                _explain(response.decision)
+            return response
+        call = client.stream(text, **options) if stream else client.respond(text, **options)
+        if verbose:
+            _explain(call.decision)
+        return _run(call, show_text=show_text)
+    except ConfigurationError as exc:
+        _fail(exc)
 
 
 def _run(call: Stream, *, show_text: bool) -> Response:
@@ -442,13 +460,7 @@ def _run(call: Stream, *, show_text: bool) -> Response:
         _note(f"[interrupted: {len(arrived)} characters arrived]")
         sys.exit(EXIT_CODES["interrupted"])
     except (ProviderError, StructuredOutputError) as exc:
-        partial = exc.partial if isinstance(exc, ProviderError) else exc.response
-        if show_text and not wrote and partial is not None and partial.text:
-            out.write(partial.text)
-            wrote = partial.text
-        if wrote and not wrote.endswith("\n"):
-            out.write("\n")
-        _fail(exc)
+        _failed(exc, wrote, show_text)
     if show_text and not wrote and response.text:
         out.write(response.text)  # atomic: nothing was streamed
         wrote = response.text
@@ -456,6 +468,37 @@ def _run(call: Stream, *, show_text: bool) -> Response:
         out.write("\n")
     out.flush()
     return response
+
+
+def _run_atomic(complete: Callable[[], Response], show_text: bool) -> Response:
+    """An atomic call (`--no-stream`): a spinner until the whole answer is in, then print it.
+    Ctrl-C closes the connection (nothing has arrived yet) and exits 130."""
+    try:
+        with _spinner(_isatty(sys.stderr), "asking"):
+            response = complete()
+    except KeyboardInterrupt:
+        _note("[interrupted: 0 characters arrived]")
+        sys.exit(EXIT_CODES["interrupted"])
+    except (ProviderError, StructuredOutputError) as exc:
+        _failed(exc, "", show_text)
+    if show_text:
+        text = response.text
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+    return response
+
+
+def _failed(exc: ProviderError | StructuredOutputError, wrote: str, show_text: bool) -> NoReturn:
+    """Print what arrived (unless already shown) and exit with the error's code."""
+    out = sys.stdout
+    partial = exc.partial if isinstance(exc, ProviderError) else exc.response
+    if show_text and not wrote and partial is not None and partial.text:
+        out.write(partial.text)
+        wrote = partial.text
+    if wrote and not wrote.endswith("\n"):
+        out.write("\n")
+    out.flush()
+    _fail(exc)
 
 
 def _print_structured(response: Response, validate: Callable[[Any], Any], tty: bool) -> None:
@@ -475,8 +518,7 @@ def _fail(error: BaseException) -> NoReturn:
     sys.exit(exit_code(error))
 
 
-def _explain(call: Stream) -> None:
-    d = call.decision
+def _explain(d: Decision | None) -> None:
     if d is None:
         return
     mode = "stream" if d.stream else "atomic"

@@ -324,3 +324,14 @@ def test_without_the_cli_extra_the_command_says_how_to_install_it() -> None:
     )  # fmt: skip
     assert out.returncode == 3
     assert "pip install 'tally-client[cli]'" in out.stderr
+
+
+def test_no_stream_answers_atomically(server: ReplayServer) -> None:
+    # into a pipe the router already chose atomic; in a terminal the flag overrides it
+    # (tests/test_cli_terminal.py)
+    url = server.add(Reply.from_file(RECORDINGS / "text.json"))
+    result = tally(url, "--no-stream", "-v", "Say hello.")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == TEXT + "\n"
+    assert "default, atomic;" in result.stderr
+    assert not server.requests(url)[0].json().get("stream")

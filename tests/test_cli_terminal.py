@@ -96,6 +96,14 @@ def test_a_terminal_streams_and_a_pipe_gets_one_atomic_answer() -> None:
         assert "a person is reading" in term.text  # -v: the router's reason, not an override
         assert any(frame in term.text for frame in SPINNER_FRAMES)  # while headers waited
 
+        forced = server.add(chat_json("whole answer"))
+        term = Terminal(["-v", "--no-stream", "A story.", "--base-url", forced + "/v1"], _env())
+        code = term.finish()
+        assert code == 0, term.text
+        assert not server.requests(forced)[0].json().get("stream")
+        assert "the caller chose complete()" in term.text
+        assert "whole answer" in term.text
+
         atomic = server.add(chat_json("whole answer"))
         piped = subprocess.run(
             [sys.executable, "-m", "tally_client", "A story.", "--base-url", atomic + "/v1"],
