@@ -35,6 +35,7 @@ test: lint docs model
 
 bench: setup
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.routing
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import IO, Any, Unpack
 
 from ._client import AsyncClient, CallOptions, Client
+from ._decision import Confidence, Decision, ModelSpec, PhasePlan, Price
 from ._envelope import Envelope, build_envelope
 from ._errors import (
     APIStatusError,
@@ -58,9 +59,10 @@ from ._observe import CallInfo, CallObserver, Observer
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
 from ._retry import RetryPolicy, Timeouts
-from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, PhasePlan, Router
 from ._stream import AsyncStream, Stream, parse_partial_json
 from ._supervisor import ProxyBufferingWarning
+from .routing import ContextLengthError, EmbeddedRouter, Router
+from .routing.remote import TallyRouter
 
 __all__ = [
     "APIStatusError",
@@ -78,6 +80,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "ConnectTimeout",
+    "ContextLengthError",
     "Decision",
     "EmbeddedRouter",
     "Envelope",
@@ -94,6 +97,7 @@ __all__ = [
     "PermissionDeniedError",
     "PhasePlan",
     "PoolTimeout",
+    "Price",
     "ProtocolError",
     "ProviderError",
     "ProxyBufferingWarning",
@@ -110,6 +114,7 @@ __all__ = [
     "StreamInterrupted",
     "StructuredOutputError",
     "TallyError",
+    "TallyRouter",
     "TextDelta",
     "ThinkingDelta",
     "Timeouts",

@@ -8,6 +8,7 @@ Supervisor; one attempt, one `Accumulator` and one provider decoder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -45,8 +46,8 @@ from ._response import (
 from ._retry import RetryPolicy, Timeouts
 
 if TYPE_CHECKING:
+    from ._decision import Decision
     from ._observe import CallInfo, CallObserver, Observer
-    from ._routing import Decision
     from .providers._base import Provider, StreamDecoder
 
 __all__ = ["Accumulator", "ProxyBufferingWarning", "Supervisor"]
@@ -212,6 +213,10 @@ class Supervisor:
         self.policy = policy
         self.timeouts = timeouts
         self.decision = decision
+        self._price = decision.price if decision is not None else None
+        self.on_end: Callable[[Response], None] | None = None
+        """Called once with the call's final Response (complete, partial, failed's partial or
+        cancelled), e.g. so the router learns the outcome; its exceptions are swallowed."""
         self.structured = structured
         self.clock = clock
         self.started = clock()
@@ -456,9 +461,7 @@ class Supervisor:
         if delay is None:
             error.partial = self._longest_partial(partial)
             error.attempts = tuple(self._attempts)
-            watch, self._watch = self._watch, ()
-            for watcher in watch:
-                watcher.failed(error)
+            self._ended(error.partial, error)
             raise error
         return delay
 
@@ -483,7 +486,11 @@ class Supervisor:
             total = self.timeouts.total
             if total is not None and self.clock() - self.started + delay >= total:
                 delay = None
-        self._attempts.append(Attempt(self.attempt, error, len(partial.text), delay or 0.0))
+        self._attempts.append(
+            Attempt(
+                self.attempt, error, len(partial.text), delay or 0.0, partial.usage, self._price
+            )
+        )
         self._partials.append(partial)
         if delay is not None:
             for watcher in self._watch:
@@ -502,7 +509,9 @@ class Supervisor:
         return replace(best, attempts=tuple(self._attempts))
 
     def _finish(self, state: ResponseState) -> Response:
-        self._attempts.append(Attempt(self.attempt, None, len(self.acc.text)))
+        self._attempts.append(
+            Attempt(self.attempt, None, len(self.acc.text), 0.0, self.acc.usage, self._price)
+        )
         response = self._build(state)
         if response.metrics.buffered:
             warnings.warn(
@@ -526,10 +535,18 @@ class Supervisor:
         )  # fmt: skip
         return start_all(self._observers, call)
 
-    def _ended(self, response: Response) -> Response:
+    def _ended(self, response: Response, error: ProviderError | None = None) -> Response:
+        """The call ended (once per call): the learning hook, then the observers."""
+        hook, self.on_end = self.on_end, None
+        if hook is not None:
+            with contextlib.suppress(Exception):  # learning must never fail the call
+                hook(response)
         watch, self._watch = self._watch, ()
         for watcher in watch:
-            watcher.finished(response)
+            if error is None:
+                watcher.finished(response)
+            else:
+                watcher.failed(error)
         return response
 
     def _build(self, state: ResponseState) -> Response:

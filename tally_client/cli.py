@@ -109,7 +109,11 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    return value
+    if isinstance(value, set | frozenset):
+        return sorted((_plain(v) for v in value), key=str)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # anything else a catalog may hold (a Decimal price, an enum...)
 
 
 def response_json(response: Response) -> dict[str, Any]:
@@ -639,10 +643,20 @@ def models(as_json: bool, base_url: str | None, protocol: str) -> None:
     if not rows:
         return
     keys = list(rows[0])
-    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    cells = [{k: _cell(row[k]) for k in keys} for row in rows]
+    widths = {k: max(len(k), *(len(c[k]) for c in cells)) for k in keys}
     click.echo("  ".join(k.ljust(widths[k]) for k in keys).rstrip())
-    for row in rows:
-        click.echo("  ".join(str(row[k]).ljust(widths[k]) for k in keys).rstrip())
+    for cell in cells:
+        click.echo("  ".join(cell[k].ljust(widths[k]) for k in keys).rstrip())
+
+
+def _cell(value: Any) -> str:
+    """A catalog value for the table (prices: USD per million tokens; --json has sources)."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items() if k not in ("source", "date"))
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "-" if value is None else str(value)
 
 
 @main.command()

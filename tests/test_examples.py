@@ -18,6 +18,7 @@ EXPECTED = {
     "async_concurrent.py": "What is a prime number?",
     "structured_output.py": "parsed: {",
     "chat_ui_resets.py": "(complete, 2 attempts)",
+    "hosted_router.py": "when the hosted router fails: source fallback",
 }
 
 
@@ -28,7 +29,8 @@ def test_every_example_is_covered() -> None:
 @pytest.mark.live
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs(llama: LlamaServer, name: str) -> None:
-    env = {**os.environ, "TALLY_LOCAL_BASE_URL": llama.base_url}
+    # PYTHONPATH: the checkout under test, whichever one the venv's editable install names.
+    env = {**os.environ, "TALLY_LOCAL_BASE_URL": llama.base_url, "PYTHONPATH": str(EXAMPLES.parent)}
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
         env.pop(key, None)  # the examples must use the local model
     out = subprocess.run(
