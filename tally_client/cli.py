@@ -276,8 +276,8 @@ def _client(base_url: str | None, protocol: str, model: str | None) -> Client:
 
 _base_url_option = click.option(
     "--base-url",
-    envvar="TALLY_BASE_URL",
-    help="One endpoint instead of the environment's providers (env TALLY_BASE_URL).",
+    help="One endpoint instead of the environment's providers (no key set: the local server at "
+    "$TALLY_LOCAL_BASE_URL).",
 )
 _protocol_option = click.option(
     "--protocol",

@@ -29,7 +29,7 @@ SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env.pop("TALLY_BASE_URL", None)
+    env.pop("TALLY_LOCAL_BASE_URL", None)
     env.update(extra, PYTHONUNBUFFERED="1", TERM="xterm")
     return env
 
