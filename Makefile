@@ -5,8 +5,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+LOWEST := .venv-lowest
 
-.PHONY: demo test lint docs bench setup model clean chat system-deps node-deps
+.PHONY: demo test test-lowest lint docs bench setup model clean chat system-deps node-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,17 +52,31 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The offline tests (all not marked `live`) against the LOWEST version of every dependency
+# pyproject allows, the runtime ones and the SDK extras (uv's lowest-direct resolution; the
+# test tools stay at their newest), in a venv of its own. Rebuilt only when pyproject changes.
+$(LOWEST)/.installed: pyproject.toml $(VENV)/.installed
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(VENV)/bin/uv pip compile -q --no-header --resolution lowest-direct --extra sdks \
+		pyproject.toml -o $(LOWEST)/lowest.txt
+	$(VENV)/bin/uv pip install -q --python $(LOWEST)/bin/python -c $(LOWEST)/lowest.txt -e '.[dev]'
+	touch $@
+
+test-lowest: $(LOWEST)/.installed
+	@grep -E '^(httpx|httpcore|anyio|partial-json-parser|openai|anthropic|google-genai)==' \
+		$(LOWEST)/lowest.txt | tr '\n' ' '; echo
+	$(LOWEST)/bin/python -m pytest -q -m "not live" -p no:cacheprovider
+
 # The documentation site, strictly: a broken link or docstring reference fails the build.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
-test: lint docs model system-deps node-deps
+test: lint docs model system-deps node-deps test-lowest
 	$(VENV)/bin/pytest
 
 bench: setup
 	$(PY) -m benchmarks
-	$(PY) -m benchmarks.routing
-	$(PY) -m benchmarks.web
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site
+	rm -rf $(VENV) $(LOWEST) .mypy_cache .ruff_cache .pytest_cache site

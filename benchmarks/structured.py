@@ -207,7 +207,9 @@ def run(rounds: int = 3) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.structured", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    return 0 if run(parser.parse_args().rounds) else 1
+    parser.add_argument("--quick", action="store_true", help="one round")
+    args = parser.parse_args()
+    return 0 if run(1 if args.quick else args.rounds) else 1
 
 
 if __name__ == "__main__":

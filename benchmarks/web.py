@@ -301,7 +301,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--serve", nargs=2, metavar=("UPSTREAM", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="5,000 chunks, 3 rounds, 100 clients")
     args = parser.parse_args()
+    if args.quick:
+        args.chunks, args.rounds, args.clients = 5_000, 3, 100
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return 0

@@ -32,3 +32,11 @@ def llama() -> Iterator[LlamaServer]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the real model is `live` even if unmarked, so `-m "not live"` (the
+    offline selection `make test-lowest` runs) never starts llama-server."""
+    for item in items:
+        if "llama" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.live)

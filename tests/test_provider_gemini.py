@@ -7,6 +7,7 @@ end-to-end tests run `tally_client.Client` against the byte-exact ReplayServer o
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -613,8 +614,10 @@ def test_from_sdk_defaults_and_refusals() -> None:
     from google import genai
 
     p = GeminiProvider.from_sdk(genai.Client(api_key="k"))
-    # google-genai 3.x defaults to /v1 on the official host.
-    assert (p.base_url, p.api_version) == ("https://generativelanguage.googleapis.com", "v1")
+    # The SDK's own default follows: google-genai 3.x calls /v1 on the official host, 2.x /v1beta.
+    sdk_major = int(importlib.metadata.version("google-genai").split(".")[0])
+    expected = "v1" if sdk_major >= 3 else "v1beta"
+    assert (p.base_url, p.api_version) == ("https://generativelanguage.googleapis.com", expected)
     vertex = genai.Client(vertexai=True, project="p", location="us-central1", api_key=None)
     with pytest.raises(ConfigurationError, match="Vertex"):
         GeminiProvider.from_sdk(vertex)
