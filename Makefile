@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 LOWEST := .venv-lowest
 
-.PHONY: demo test test-lowest lint bench setup model clean chat system-deps node-deps
+.PHONY: demo test test-lowest lint docs bench setup model clean chat system-deps node-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,11 +68,15 @@ test-lowest: $(LOWEST)/.installed
 		$(LOWEST)/lowest.txt | tr '\n' ' '; echo
 	$(LOWEST)/bin/python -m pytest -q -m "not live" -p no:cacheprovider
 
-test: lint model system-deps node-deps test-lowest
+# The documentation site, strictly: a broken link or docstring reference fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
+test: lint docs model system-deps node-deps test-lowest
 	$(VENV)/bin/pytest
 
 bench: setup
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(LOWEST) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LOWEST) .mypy_cache .ruff_cache .pytest_cache site

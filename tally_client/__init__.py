@@ -55,6 +55,7 @@ from ._events import (
     ToolCallDelta,
     UsageReported,
 )
+from ._observe import CallInfo, CallObserver, Observer
 from ._output import PartialToolCall, PartialToolCalls
 from ._partial import PartialJSON, parse_partial_json
 from ._request import Message, Tool
@@ -76,6 +77,8 @@ __all__ = [
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
+    "CallInfo",
+    "CallObserver",
     "CallOptions",
     "Client",
     "Confidence",
@@ -94,6 +97,7 @@ __all__ = [
     "Metrics",
     "MissingAPIKeyError",
     "ModelSpec",
+    "Observer",
     "OverloadedError",
     "PartialJSON",
     "PartialToolCall",
@@ -146,6 +150,11 @@ T = TypeVar("T")
 
 _default_client: Client | None = None
 
+DEFAULT_MAX_TOKENS = 1024
+"""The output cap of `ask()`, `ask_stream()` and the `tally` command when none is given, in
+tokens: a small local model that never emits its stop token stops here, not when its context
+window fills."""
+
 
 def _client() -> Client:
     global _default_client
@@ -158,9 +167,12 @@ def _client() -> Client:
 def ask(prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> str:
     """Ask once and get the answer text (an atomic call on a shared default `Client`).
 
+    `max_tokens` defaults to `DEFAULT_MAX_TOKENS` (1024).
+
     Raises:
         ProviderError: the call failed; ConfigurationError: bad arguments or set-up.
     """
+    options.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
     return _client().complete(prompt, **options).text
 
 
@@ -200,12 +212,14 @@ def ask_stream(
     """Stream an answer to the terminal (or `file`) as it arrives; return the Response.
 
     If the connection drops and the call is retried, a line saying so is printed before the
-    retry's text, since a terminal cannot take back what it showed.
+    retry's text, since a terminal cannot take back what it showed. `max_tokens` defaults to
+    `DEFAULT_MAX_TOKENS` (1024).
 
     Raises:
         ProviderError: the call failed; ConfigurationError: bad arguments or set-up.
     """
     out = sys.stdout if file is None else file
+    options.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
     with _client().stream(prompt, **options) as stream:
         for event in stream:
             if isinstance(event, TextDelta):

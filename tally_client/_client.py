@@ -11,6 +11,7 @@ import httpx
 from ._decision import CallerChoice, Decision, ModelSpec, Outcome
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
+from ._observe import CallInfo, Observer
 from ._options import (
     check_headers,
     check_option_names,
@@ -140,6 +141,7 @@ class _BaseClient:
         timeouts: Timeouts | None,
         retry: RetryPolicy | None,
         extra_headers: Mapping[str, str] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self._own_router = router is None or isinstance(router, str)
         router = _make_router(router)
@@ -179,6 +181,7 @@ class _BaseClient:
         self.router: Router = router if router is not None else EmbeddedRouter()
         self.timeouts = timeouts if timeouts is not None else Timeouts()
         self.retry = retry if retry is not None else RetryPolicy()
+        self.observers: tuple[Observer, ...] = tuple(observers)
 
     def __repr__(self) -> str:
         names = ", ".join(m.name for m in self.models)
@@ -353,6 +356,11 @@ class _BaseClient:
         check_text(spec.schema, "schema")
         check_text(spec.extra_body, "extra_body")
         provider = self.providers[decision.provider]
+        call = CallInfo(
+            provider.label, provider.name, provider.protocol, provider.base_url, decision.model,
+            decision.stream, decision, spec.max_tokens, spec.temperature,
+            spec.schema is not None, messages,
+        )  # fmt: skip
         sup = Supervisor(
             provider,
             decision.model,
@@ -361,6 +369,8 @@ class _BaseClient:
             timeouts=options.get("timeouts") or self.timeouts,
             decision=decision,
             structured=structured,
+            observers=self.observers,
+            call=call,
         )
         sup.on_end = self._observer(decision, envelope, structured)
         wire = provider.build_request(spec, decision.model, stream=decision.stream)
@@ -426,6 +436,8 @@ class Client(_BaseClient):
             (streams hold one for their whole length) can be open at once; default 1,000.
         extra_headers: HTTP headers sent with every request (a call's `extra_headers=` adds
             to them and wins on a clash), as the official SDKs' `default_headers` do.
+        observers: `Observer`s that follow every call of this client (logging and
+            OpenTelemetry hooks; see docs/observability.md).
 
     Raises:
         ConfigurationError: bad arguments (see the message), including `Timeouts` or
@@ -451,19 +463,12 @@ class Client(_BaseClient):
         http_client: httpx.Client | None = None,
         max_connections: int = MAX_CONNECTIONS,
         extra_headers: Mapping[str, str] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         super().__init__(
-            models,
-            providers,
-            router,
-            base_url,
-            api_key,
-            model,
-            protocol,
-            timeouts,
-            retry,
-            extra_headers,
-        )
+            models, providers, router, base_url, api_key, model, protocol, timeouts, retry,
+            extra_headers, observers,
+        )  # fmt: skip
         self._own_http = http_client is None
         if http_client is None:
             from ._transport import SupervisedTransport
@@ -639,19 +644,12 @@ class AsyncClient(_BaseClient):
         http_client: httpx.AsyncClient | None = None,
         max_connections: int = MAX_CONNECTIONS,
         extra_headers: Mapping[str, str] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         super().__init__(
-            models,
-            providers,
-            router,
-            base_url,
-            api_key,
-            model,
-            protocol,
-            timeouts,
-            retry,
-            extra_headers,
-        )
+            models, providers, router, base_url, api_key, model, protocol, timeouts, retry,
+            extra_headers, observers,
+        )  # fmt: skip
         self._own_http = http_client is None
         if http_client is None:
             http_client = httpx.AsyncClient(timeout=None, limits=_limits(max_connections))

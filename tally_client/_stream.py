@@ -131,6 +131,7 @@ class _StreamBase:
         """The headers arrived: make the body interruptible even on a foreign transport."""
         if self._link.stream is None:
             self._link.stream = response.extensions.get("network_stream")
+        self._sup.response_headers(response.status_code, response.headers)
         body_timeout(request, self._sup)
 
 

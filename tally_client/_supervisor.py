@@ -12,7 +12,7 @@ import contextlib
 import time
 import warnings
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ from ._retry import RetryPolicy, Timeouts
 
 if TYPE_CHECKING:
     from ._decision import Decision
+    from ._observe import CallInfo, CallObserver, Observer
     from ._output import StructuredCall
     from .providers._base import Provider, StreamDecoder
 
@@ -211,6 +212,8 @@ class Supervisor:
         decision: Decision | None = None,
         structured: StructuredCall | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observers: Sequence[Observer] = (),
+        call: CallInfo | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
@@ -235,6 +238,9 @@ class Supervisor:
         self.reading_since: float | None = None
         self._read_at: float | None = None  # when the current network read returned
         self._meta: tuple[str | None, str | None] = (None, None)  # an atomic body's model, id
+        self._observers = observers
+        self._call = call
+        self._watch: tuple[CallObserver, ...] = ()  # observers following this call (_observe)
         self._continuation: Any = None  # an atomic body's continuation data
         self.secrets: tuple[str, ...] = ()
         """Credentials beyond the provider's own (auth headers given for this call), masked
@@ -247,11 +253,19 @@ class Supervisor:
         now = self.clock()
         if self.attempt == 0:
             self.started = now  # the call's clock starts when its first request goes out
+            self._watch = self._start_observers()
         self.attempt += 1
         self.acc = Accumulator(now)
         self.decoder = self.provider.new_decoder() if self.stream else None
         self.reading_since = None
         self._read_at = None
+        for watcher in self._watch:
+            watcher.attempt(self.attempt)
+
+    def response_headers(self, status: int, headers: Mapping[str, str]) -> None:
+        """The driver received an attempt's response headers (tells the observers)."""
+        for watcher in self._watch:
+            watcher.headers(status, headers)
 
     @property
     def terminal(self) -> bool:
@@ -370,12 +384,18 @@ class Supervisor:
         if now is None:
             now = self.clock()
         acc = self.acc
+        first = acc.first_at is None
         for ev in events:
             acc.add(ev, now)
+        if first and self._watch and acc.first_at is not None:
+            for watcher in self._watch:
+                watcher.first_token(acc.first_at - acc.started)
         if self._reset_error is not None:
             reset = Reset(self.attempt, "".join(self._discarded), self._reset_error)
             self._reset_error = None
             self._discarded.clear()
+            for watcher in self._watch:
+                watcher.reset(reset)
             return (reset, *events)
         return events
 
@@ -413,6 +433,8 @@ class Supervisor:
             self.acc.add(ev, now)
         self.acc.first_at = now  # an atomic call's first token arrives with the last
         self._meta = (result.model, result.response_id)
+        for watcher in self._watch:
+            watcher.first_token(now - self.acc.started)
         self._continuation = getattr(result, "continuation", None)
         return self._finish("complete")
 
@@ -447,21 +469,15 @@ class Supervisor:
         partial = self._build("interrupted")
         delay = self._next_delay(error, partial)
         if delay is None:
-            error.partial = self._ended(self._longest_partial(partial))
+            error.partial = self._longest_partial(partial)
             error.attempts = tuple(self._attempts)
+            self._ended(error.partial, error)
             raise error
         return delay
 
     def cancelled(self) -> Response:
         """The caller closed the stream: the Response with the text so far."""
         return self._ended(self._build("cancelled"))
-
-    def _ended(self, response: Response) -> Response:
-        hook, self.on_end = self.on_end, None  # once per call
-        if hook is not None:
-            with contextlib.suppress(Exception):  # learning must never fail the call
-                hook(response)
-        return response
 
     def snapshot(self) -> Response:
         """The current attempt's Response so far (state "partial" until it ends)."""
@@ -486,6 +502,9 @@ class Supervisor:
             )
         )
         self._partials.append(partial)
+        if delay is not None:
+            for watcher in self._watch:
+                watcher.retry(self.attempt, error, delay)
         if delay is not None and self.stream:
             if self.acc.has_output:  # text, thinking or tool-call deltas were shown
                 self._discarded.append(partial.text)
@@ -515,6 +534,30 @@ class Supervisor:
                 stacklevel=4,
             )
         return self._ended(response)
+
+    def _start_observers(self) -> tuple[CallObserver, ...]:
+        from ._observe import CallInfo, start_all
+
+        provider = self.provider
+        call = self._call or CallInfo(
+            provider.label, provider.name, provider.protocol, provider.base_url, self.model,
+            self.stream, self.decision, structured=self.structured is not None,
+        )  # fmt: skip
+        return start_all(self._observers, call)
+
+    def _ended(self, response: Response, error: ProviderError | None = None) -> Response:
+        """The call ended (once per call): the learning hook, then the observers."""
+        hook, self.on_end = self.on_end, None
+        if hook is not None:
+            with contextlib.suppress(Exception):  # learning must never fail the call
+                hook(response)
+        watch, self._watch = self._watch, ()
+        for watcher in watch:
+            if error is None:
+                watcher.finished(response)
+            else:
+                watcher.failed(error)
+        return response
 
     def _build(self, state: ResponseState) -> Response:
         acc = self.acc
