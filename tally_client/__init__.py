@@ -52,6 +52,8 @@ from ._events import (
     ToolCallDelta,
     UsageReported,
 )
+from ._limiter import AdaptiveLimit, LimitChange
+from ._map import ItemError, MapResult
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
 from ._retry import RetryPolicy, Timeouts
@@ -61,6 +63,7 @@ from ._supervisor import ProxyBufferingWarning
 
 __all__ = [
     "APIStatusError",
+    "AdaptiveLimit",
     "AsyncClient",
     "AsyncStream",
     "Attempt",
@@ -79,6 +82,9 @@ __all__ = [
     "Finished",
     "FirstTokenTimeout",
     "IdleTimeout",
+    "ItemError",
+    "LimitChange",
+    "MapResult",
     "Message",
     "Metrics",
     "MissingAPIKeyError",

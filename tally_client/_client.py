@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
@@ -18,6 +19,7 @@ from ._stream import AsyncStream, Stream
 from ._supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from ._map import MapResult
     from .providers._base import Provider
 
 __all__ = ["AsyncClient", "CallOptions", "Client"]
@@ -299,6 +301,57 @@ class Client(_BaseClient):
         """
         return self._stream(prompt, options, None)
 
+    def map(
+        self,
+        prompts: Iterable[str | Sequence[Message]],
+        *,
+        concurrency: int = 64,
+        progress: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> MapResult:
+        """Make one atomic call per prompt, many at once, and return them in input order.
+
+        At most `concurrency` calls are in flight; the limit adapts (AIMD): a 429 or an
+        overload (503, 529) halves it, at most once per round trip, and a `retry-after`
+        holds new calls back until it passes; each success raises it by 1/limit, back up to
+        `concurrency`. Each item is retried by the retry policy like any call; an item that
+        still fails is collected in `.errors` and the run goes on. With `checkpoint`, each
+        finished item is appended to that JSON Lines file at once, and a rerun with the same
+        path skips the items already done (same index, prompt and options), so none is paid
+        for twice; Responses are then read back from the file, keeping memory flat.
+        Ctrl-C stops new calls, closes the open ones, leaves the checkpoint consistent and
+        raises KeyboardInterrupt. The calls run on `concurrency` worker threads.
+
+        Args:
+            prompts: prompt strings or message lists (any iterable; read as items start).
+            concurrency: the most calls in flight at once (the adaptive limit's ceiling).
+            progress: show a progress bar (tqdm: `pip install 'tally-client[progress]'`)
+                with tokens so far (and cost, where Responses carry one).
+            checkpoint: a JSON Lines file to record results in and resume from.
+            **options: see `CallOptions`, applied to every item (`consumer` defaults to
+                "pipeline").
+
+        Returns:
+            A `MapResult`: `.responses` (None where an item failed), `.errors`, `.usage`,
+            `.cost`, `.resumed`, `.limit_trace`.
+
+        Raises:
+            ConfigurationError: bad arguments, an unknown model, a missing key, a file
+                that is not a map() checkpoint, or progress=True without tqdm.
+            KeyboardInterrupt: Ctrl-C; the checkpoint holds every item finished before it.
+        """
+        from ._map import map_sync
+
+        return map_sync(
+            self,
+            prompts,
+            concurrency=concurrency,
+            progress=progress,
+            checkpoint=checkpoint,
+            options=options,
+        )
+
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> Stream:
@@ -366,6 +419,32 @@ class AsyncClient(_BaseClient):
     ) -> AsyncStream:
         """Make the call the way the router decides; see `Client.respond`."""
         return self._stream(prompt, options, None)
+
+    async def map(
+        self,
+        prompts: Iterable[str | Sequence[Message]],
+        *,
+        concurrency: int = 64,
+        progress: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> MapResult:
+        """Make one atomic call per prompt, many at once; see `Client.map`.
+
+        The calls are tasks of one task group; cancelling the awaiting task (Ctrl-C under
+        `asyncio.run`) cancels them all, closing their connections, and the checkpoint
+        keeps every item finished before.
+        """
+        from ._map import map_async
+
+        return await map_async(
+            self,
+            prompts,
+            concurrency=concurrency,
+            progress=progress,
+            checkpoint=checkpoint,
+            options=options,
+        )
 
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
