@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any, Unpack
 
+from ._batch import AsyncBatchJob, BatchItemError, BatchJob, BatchResult, BatchStatus
 from ._client import AsyncClient, CallOptions, Client
 from ._envelope import Envelope, build_envelope
 from ._errors import (
@@ -64,11 +65,16 @@ from ._supervisor import ProxyBufferingWarning
 __all__ = [
     "APIStatusError",
     "AdaptiveLimit",
+    "AsyncBatchJob",
     "AsyncClient",
     "AsyncStream",
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
+    "BatchItemError",
+    "BatchJob",
+    "BatchResult",
+    "BatchStatus",
     "CallOptions",
     "Client",
     "Confidence",

@@ -19,6 +19,7 @@ from ._stream import AsyncStream, Stream
 from ._supervisor import Supervisor
 
 if TYPE_CHECKING:
+    from ._batch import AsyncBatchJob, BatchJob
     from ._map import MapResult
     from .providers._base import Provider
 
@@ -198,6 +199,57 @@ class _BaseClient:
         )
         return sup, provider.build_request(spec, decision.model, stream=decision.stream)
 
+    def _batch_items(
+        self, prompts: Sequence[str | Sequence[Message]], options: CallOptions
+    ) -> tuple[Provider, str, list[tuple[str, WireRequest]]]:
+        """Each prompt's atomic request, built by the provider codec a live call uses.
+
+        Every item goes to the model the router (or `model=`) picks for the first one, since
+        a batch job runs on one provider and, for Gemini, one model.
+
+        Raises:
+            ConfigurationError: no prompts, or the provider has no batch API.
+        """
+        from .providers._batch import batch_codec
+
+        if isinstance(prompts, str) or not prompts:
+            raise ConfigurationError("batch() takes a non-empty list of prompts")
+        opts: Any = {"consumer": "pipeline", **options}
+        items: list[tuple[str, WireRequest]] = []
+        provider: Provider | None = None
+        model = ""
+        for index, prompt in enumerate(prompts):
+            sup, wire = self._plan(prompt, opts, False)
+            if provider is None:
+                provider, model = sup.provider, sup.model
+                batch_codec(provider)  # fail before building the rest
+                opts["model"] = model
+            items.append((f"item-{index}", wire))
+        assert provider is not None
+        return provider, model, items
+
+    def _batch_provider(self, batch_id: str, provider: str | None) -> Provider:
+        if provider is not None:
+            if provider not in self.providers:
+                raise ConfigurationError(
+                    f"unknown provider {provider!r} (configured: {sorted(self.providers)})"
+                )
+            return self.providers[provider]
+        wanted = (
+            ("anthropic",)
+            if batch_id.startswith("msgbatch_")
+            else ("gemini",)
+            if batch_id.startswith("batches/")
+            else ("openai-chat", "openai-responses")
+        )
+        found = [p for p in self.providers.values() if p.protocol in wanted]
+        if len(found) != 1:
+            raise ConfigurationError(
+                f"cannot tell which provider runs batch {batch_id!r}: pass provider="
+                f" one of {sorted(self.providers)}"
+            )
+        return found[0]
+
 
 class Client(_BaseClient):
     """Route LLM calls and run them atomically or as supervised SSE streams.
@@ -352,6 +404,67 @@ class Client(_BaseClient):
             options=options,
         )
 
+    def batch(
+        self, prompts: Sequence[str | Sequence[Message]], **options: Unpack[CallOptions]
+    ) -> BatchJob:
+        """Submit the prompts to the provider's Batch API (half the price; results within
+        24 hours) and return the job at once.
+
+        Each request is the atomic request a live call would send (same codec), sent with
+        custom_id "item-<index>"; results come back as the same Responses. OpenAI (and
+        servers implementing /v1/files + /v1/batches, such as Llama Stack): a JSONL file
+        upload then a batch; Anthropic: Message Batches; Gemini: batch mode, inline.
+
+        Args:
+            prompts: prompt strings or message lists.
+            **options: see `CallOptions`; every item uses the model chosen for the first.
+
+        Returns:
+            A `BatchJob`: `.id`, `.status`, `.wait(progress=True)`, `.cancel()`.
+
+        Raises:
+            ConfigurationError: no prompts, or the chosen provider has no Batch API.
+            ProviderError: the provider refused the job (after retries).
+        """
+        from ._batch import BatchJob, _drive
+        from .providers._batch import batch_codec
+
+        provider, model, items = self._batch_items(prompts, options)
+        codec = batch_codec(provider)
+        retry = options.get("retry") or self.retry
+        status = _drive(self._http, provider, codec.submit(items, model), retry)
+        structured = options.get("schema") is not None
+        return BatchJob(self._http, codec, status, model=model, structured=structured, retry=retry)
+
+    def batch_job(
+        self,
+        batch_id: str,
+        *,
+        provider: str | None = None,
+        schema: Mapping[str, Any] | None = None,
+    ) -> BatchJob:
+        """Resume a batch job by id, from this or another process (reads its status).
+
+        Args:
+            batch_id: the job's id (`job.id`).
+            provider: the provider key; needed only when the id does not tell ("msgbatch_"
+                is Anthropic, "batches/" Gemini, else OpenAI) among the configured ones.
+            schema: the schema the job was submitted with, to parse structured output.
+
+        Raises:
+            ConfigurationError: the provider cannot be told, or has no Batch API.
+            ProviderError: the provider does not know the job, or could not be reached.
+        """
+        from ._batch import BatchJob, _drive
+        from .providers._batch import batch_codec
+
+        endpoint = self._batch_provider(batch_id, provider)
+        codec = batch_codec(endpoint)
+        status = _drive(self._http, endpoint, codec.get(batch_id), self.retry)
+        return BatchJob(
+            self._http, codec, status, model="", structured=schema is not None, retry=self.retry
+        )
+
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> Stream:
@@ -444,6 +557,40 @@ class AsyncClient(_BaseClient):
             progress=progress,
             checkpoint=checkpoint,
             options=options,
+        )
+
+    async def batch(
+        self, prompts: Sequence[str | Sequence[Message]], **options: Unpack[CallOptions]
+    ) -> AsyncBatchJob:
+        """Submit the prompts to the provider's Batch API; see `Client.batch`."""
+        from ._batch import AsyncBatchJob, _adrive
+        from .providers._batch import batch_codec
+
+        provider, model, items = self._batch_items(prompts, options)
+        codec = batch_codec(provider)
+        retry = options.get("retry") or self.retry
+        status = await _adrive(self._http, provider, codec.submit(items, model), retry)
+        structured = options.get("schema") is not None
+        return AsyncBatchJob(
+            self._http, codec, status, model=model, structured=structured, retry=retry
+        )
+
+    async def batch_job(
+        self,
+        batch_id: str,
+        *,
+        provider: str | None = None,
+        schema: Mapping[str, Any] | None = None,
+    ) -> AsyncBatchJob:
+        """Resume a batch job by id; see `Client.batch_job`."""
+        from ._batch import AsyncBatchJob, _adrive
+        from .providers._batch import batch_codec
+
+        endpoint = self._batch_provider(batch_id, provider)
+        codec = batch_codec(endpoint)
+        status = await _adrive(self._http, endpoint, codec.get(batch_id), self.retry)
+        return AsyncBatchJob(
+            self._http, codec, status, model="", structured=schema is not None, retry=self.retry
         )
 
     def _stream(

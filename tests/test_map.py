@@ -288,7 +288,7 @@ def test_one_string_is_refused() -> None:
         Client(base_url="http://127.0.0.1:9/v1") as client,
         pytest.raises(ConfigurationError, match="list of prompts"),
     ):
-        client.map("just one")  # type: ignore[arg-type]
+        client.map("just one")
 
 
 def test_progress_bar_shows_tokens(
@@ -319,12 +319,15 @@ def test_ctrl_c_stops_new_calls_closes_open_ones_and_keeps_the_checkpoint(
         server.wait_for_idle(timeout=5)  # their connections are closed, the pool's too
     assert len(server.requests(url)) == 5 + 4  # the slow ones held every slot
     lines = [json.loads(line) for line in checkpoint.read_text().splitlines()]
-    assert sorted(line["i"] for line in lines[1:]) == [0, 1, 2, 3, 4]
+    done = sorted(line["i"] for line in lines[1:])
+    assert len(done) == 5  # the five answered items, whichever the workers sent first
+    assert all("response" in line for line in lines[1:])  # no cancelled call recorded
     again = server.add(chat_reply("b"))
     with Client(base_url=again + "/v1") as client:
         result = client.map(prompts, concurrency=4, checkpoint=checkpoint)
     assert result.resumed == 5
-    assert len(server.requests(again)) == 45
+    sent = {r.json()["messages"][-1]["content"] for r in server.requests(again)}
+    assert sent == {p for i, p in enumerate(prompts) if i not in done}
     assert result.errors == []
 
 
