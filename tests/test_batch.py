@@ -348,7 +348,8 @@ def gemini_operation(state: str, inlined: list[dict[str, Any]] | None = None) ->
     if inlined is not None:
         op["done"] = True
         op["response"] = {
-            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput",
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main."
+            "GenerateContentBatchOutput",
             "inlinedResponses": {"inlinedResponses": inlined},
         }
     return op

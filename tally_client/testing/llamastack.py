@@ -95,10 +95,14 @@ def _python312() -> str:
     candidates += [shutil.which(n) or "" for n in ("python3.13", "python3.12")]
     check = "import sys; sys.exit(sys.version_info < (3, 12))"
     for path in candidates:
-        if path and os.access(path, os.X_OK):
-            # A pyenv shim exists on PATH even when it cannot run that version: try it.
-            if subprocess.run([path, "-c", check], capture_output=True).returncode == 0:
-                return path
+        # A pyenv shim exists on PATH even when it cannot run that version: try each one.
+        if (
+            path
+            and os.access(path, os.X_OK)
+            and subprocess.run([path, "-c", check], capture_output=True, check=False).returncode
+            == 0
+        ):
+            return path
     raise LlamaStackError(
         "Llama Stack needs Python >= 3.12 and none was found: install python3.12 "
         "(or set TALLY_PYTHON312 to an interpreter)"
