@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint bench setup model clean
+.PHONY: demo test lint bench setup model llamastack clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ setup: $(VENV)/.installed
 model: setup
 	$(PY) -m tally_client.testing.llama provision
 
+# Llama Stack (a real OpenAI Batch API server) in its own venv under ~/.cache/tally_client,
+# so its pins do not fight ours; needs a Python >= 3.12 (found on PATH or pyenv's).
+llamastack: setup
+	$(PY) -m tally_client.testing.llamastack provision
+
 demo: model
 	$(PY) examples/demo.py
 
@@ -26,7 +31,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint model
+test: lint model llamastack
 	$(VENV)/bin/pytest
 
 bench: setup
