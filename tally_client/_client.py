@@ -47,6 +47,8 @@ class CallOptions(TypedDict, total=False):
         structure_type: the output's form: "prose", "code", "json", "list" or "mixed".
         expected_output_tokens: how long the output is expected to be, in tokens.
         time_sensitive: prefer lower latency over lower cost.
+        latency_tolerance: how long the result may wait, in seconds; with consumer
+            "pipeline" and 24 hours or more, `route()` may answer batch (`client.batch()`).
         timeouts: time limits for this call (default: the client's).
         retry: the retry policy for this call (default: the client's).
         extra_body: provider-specific request fields, merged into the body last.
@@ -64,6 +66,7 @@ class CallOptions(TypedDict, total=False):
     structure_type: StructureType
     expected_output_tokens: int
     time_sensitive: bool
+    latency_tolerance: float
     timeouts: Timeouts
     retry: RetryPolicy
     extra_body: Mapping[str, Any]
@@ -147,6 +150,7 @@ class _BaseClient:
             expected_output_tokens=options.get("expected_output_tokens"),
             consumer=options.get("consumer"),
             time_sensitive=options.get("time_sensitive", False),
+            latency_tolerance=options.get("latency_tolerance"),
         )
 
     def _decide(self, envelope: Envelope, model: str | None) -> Decision:
@@ -169,6 +173,13 @@ class _BaseClient:
         messages = normalize_messages(prompt, options.get("system"))
         envelope = self._envelope(messages, options)
         decision = self._decide(envelope, options.get("model"))
+        if decision.batch:  # one live call cannot wait for a batch: client.batch() does
+            decision = replace(
+                decision,
+                batch=False,
+                reasons=("a live call: atomic rather than the Batch API", *decision.reasons),
+                source="caller",
+            )
         if stream is not None and stream != decision.stream:
             how = "stream()" if stream else "complete()"
             decision = replace(

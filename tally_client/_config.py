@@ -103,7 +103,10 @@ def default_setup(
         if api_key is None:
             continue
         providers[key] = load_provider(protocol, api_key=api_key, base_url=env.get(base_url_var))
-        models.extend(ModelSpec(n, key, q, w, c, lat) for n, q, w, c, lat in entries)
+        # The three official APIs all run batches at half the live price.
+        models.extend(
+            ModelSpec(n, key, q, w, c, lat, batch_discount=0.5) for n, q, w, c, lat in entries
+        )
     if not providers:
         base_url = env.get(LOCAL_BASE_URL_ENV) or LOCAL_BASE_URL
         providers["local"] = load_provider("openai-chat", base_url=base_url, name="local")

@@ -29,6 +29,9 @@ SHORT_OUTPUT_TOKENS = 200
 """Below this many expected output tokens, streaming gains no noticeable TTFT."""
 LONG_OUTPUT_TOKENS = 800
 """From this many expected output tokens, a reader waits long enough for streaming to matter."""
+BATCH_WINDOW_SECONDS = 24 * 3600
+"""The providers' Batch APIs promise results within 24 hours (OpenAI's completion_window
+"24h", Anthropic's and Gemini's 24 h target): a caller must be able to wait that long."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class ModelSpec:
         context_window: the input + output limit, in tokens.
         cost: relative price per token (only the order matters).
         latency: relative time to first token (only the order matters).
+        batch_discount: the price of a Batch API request as a fraction of a live one (0.5:
+            half, as OpenAI, Anthropic and Gemini charge), or None when the provider has no
+            Batch API.
     """
 
     name: str
@@ -50,6 +56,7 @@ class ModelSpec:
     context_window: int = 128_000
     cost: float = 1.0
     latency: float = 1.0
+    batch_discount: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,9 @@ class Decision:
         exploration: the router tried a less proven model to learn (hosted router only).
         phases: for calls with tools: the tool phase's and the synthesis phase's modes.
         source: "embedded", "remote", or "caller" when the caller fixed the mode.
+        batch: deliver through the provider's Batch API (`client.batch()`); `stream` is then
+            False. Recommended only for a pipeline that can wait 24 hours, on a model whose
+            provider offers one.
     """
 
     model: str
@@ -98,6 +108,7 @@ class Decision:
     exploration: bool = False
     phases: tuple[PhasePlan, ...] = ()
     source: str = "embedded"
+    batch: bool = False
 
 
 class Router(Protocol):
@@ -143,6 +154,9 @@ class EmbeddedRouter:
         else:
             stream, stream_conf, reasons_list = _mode(_signals(envelope))
             reasons = tuple(reasons_list)
+        batch = _batch_reason(envelope, model)
+        if batch is not None:
+            stream, reasons = False, (batch, *reasons)
         return Decision(
             model=model.name,
             provider=model.provider,
@@ -150,7 +164,30 @@ class EmbeddedRouter:
             confidence=Confidence(model_confidence, stream_conf),
             reasons=(*reasons, *model_reasons),
             phases=phases,
+            batch=batch is not None,
         )
+
+
+def _batch_reason(envelope: Envelope, model: ModelSpec) -> str | None:
+    """Why this call goes to a Batch API, or None when it should not.
+
+    Only a pipeline (nobody waits on the result) that can wait the providers' 24-hour
+    window, without tools (a tool loop needs its rounds now), on a model with a Batch API.
+    """
+    wait = envelope.latency_tolerance
+    if (
+        envelope.consumer != "pipeline"
+        or wait is None
+        or wait < BATCH_WINDOW_SECONDS
+        or envelope.tools_used
+        or model.batch_discount is None
+    ):
+        return None
+    saving = 1.0 - model.batch_discount
+    return (
+        f"a pipeline that can wait {wait / 3600:g} h: {model.provider}'s Batch API returns "
+        f"results within 24 h and costs {saving:.0%} less"
+    )
 
 
 def _signals(envelope: Envelope) -> list[_Signal]:

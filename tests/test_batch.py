@@ -413,3 +413,44 @@ async def test_gemini_cancel_async(server: ReplayServer) -> None:
         ("POST", "/v1beta/batches/123:cancel"),
         ("GET", "/v1beta/batches/123"),
     ]
+
+
+# -- the delivery decision: batch ------------------------------------------------------------
+
+
+def test_route_recommends_batch_only_for_a_pipeline_that_can_wait_on_a_batch_provider() -> None:
+    from tally_client import ModelSpec
+    from tally_client._routing import EmbeddedRouter
+    from tally_client.providers.openai_chat import OpenAIChatProvider
+
+    day = 24 * 3600.0
+    models = [ModelSpec("m", "p", batch_discount=0.5)]
+    providers = {"p": OpenAIChatProvider(base_url="http://127.0.0.1:9/v1", name="p")}
+    with Client(models, providers=providers) as client:
+        decision = client.route("label this", consumer="pipeline", latency_tolerance=day)
+        assert decision.batch and not decision.stream
+        assert "Batch API" in decision.reasons[0] and "50% less" in decision.reasons[0]
+        assert not client.route("x", consumer="pipeline", latency_tolerance=3600).batch
+        assert not client.route("x", consumer="human", latency_tolerance=day).batch
+        assert not client.route("x", consumer="pipeline").batch
+        tools = [{"name": "lookup"}]
+        assert not client.route("x", consumer="pipeline", latency_tolerance=day, tools=tools).batch
+        with pytest.raises(ConfigurationError, match="latency_tolerance"):
+            client.route("x", latency_tolerance=-1)
+    no_batch = [ModelSpec("m", "p")]
+    with Client(no_batch, providers=providers, router=EmbeddedRouter()) as client:
+        assert not client.route("x", consumer="pipeline", latency_tolerance=day).batch
+
+
+def test_a_live_call_that_routes_to_batch_runs_atomically(server: ReplayServer) -> None:
+    from tally_client import ModelSpec
+    from tally_client.providers.openai_chat import OpenAIChatProvider
+
+    url = server.add(Reply.from_file(RECORDINGS / "openai_chat" / "text.json"))
+    providers = {"p": OpenAIChatProvider(base_url=url + "/v1", name="p")}
+    with Client([ModelSpec("m", "p", batch_discount=0.5)], providers=providers) as client:
+        response = client.respond("hi", consumer="pipeline", latency_tolerance=1e6).final()
+    assert response.decision is not None
+    assert not response.decision.batch and not response.decision.stream
+    assert "Batch API" in " ".join(response.decision.reasons)
+    assert server.requests(url)[0].json().get("stream") in (None, False)
