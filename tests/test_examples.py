@@ -18,6 +18,7 @@ EXPECTED = {
     "async_concurrent.py": "What is a prime number?",
     "structured_output.py": "parsed: {",
     "chat_ui_resets.py": "(complete, 2 attempts)",
+    "pipeline.py": "rerun: 8 of 8 items taken from the checkpoint",
 }
 
 
