@@ -119,8 +119,10 @@ class AdaptiveLimit:
             if int(new) != self.limit:
                 self._note(now, int(new), "decrease")
             self._limit = new
-            # One cut per round trip: the calls already in flight answer with the old load.
-            self._next_decrease = now + max(self._round_trip, 0.001)
+            # One cut per round trip (and per retry-after window): the calls already in
+            # flight answer with the old load.
+            window = max(self._round_trip, error.retry_after or 0.0, 0.001)
+            self._next_decrease = now + min(window, self.max_pause)
         wait = error.retry_after
         if wait is not None and wait > 0:
             until = now + min(wait, self.max_pause)

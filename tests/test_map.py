@@ -373,3 +373,11 @@ async def test_async_map_failures_are_per_item(server: ReplayServer) -> None:
         result = await client.map(["a", "b", "c", "d"], concurrency=1)
     assert [e.index for e in result.errors] == [1]
     assert [r is not None for r in result] == [True, False, True, True]
+
+
+@pytest.mark.anyio
+async def test_async_map_configuration_error_ends_the_run(server: ReplayServer) -> None:
+    url = server.add(chat_reply("x"))
+    async with AsyncClient(base_url=url + "/v1") as client:
+        with pytest.raises(ConfigurationError, match="messages"):
+            await client.map(["a", []], concurrency=1)
