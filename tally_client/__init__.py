@@ -23,6 +23,7 @@ from ._client import AsyncClient, CallOptions, Client
 from ._envelope import Envelope, build_envelope
 from ._errors import (
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
@@ -32,6 +33,8 @@ from ._errors import (
     IdleTimeout,
     MissingAPIKeyError,
     OverloadedError,
+    PermissionDeniedError,
+    PoolTimeout,
     ProtocolError,
     ProviderError,
     RateLimitError,
@@ -40,7 +43,6 @@ from ._errors import (
     StreamInterrupted,
     StructuredOutputError,
     TallyError,
-    TimeoutError_,
     TotalTimeout,
     TransportError,
 )
@@ -64,6 +66,7 @@ from ._supervisor import ProxyBufferingWarning
 
 __all__ = [
     "APIStatusError",
+    "APITimeoutError",
     "AdaptiveLimit",
     "AsyncBatchJob",
     "AsyncClient",
@@ -96,7 +99,9 @@ __all__ = [
     "MissingAPIKeyError",
     "ModelSpec",
     "OverloadedError",
+    "PermissionDeniedError",
     "PhasePlan",
+    "PoolTimeout",
     "ProtocolError",
     "ProviderError",
     "ProxyBufferingWarning",
@@ -115,7 +120,6 @@ __all__ = [
     "TallyError",
     "TextDelta",
     "ThinkingDelta",
-    "TimeoutError_",
     "Timeouts",
     "Tool",
     "ToolCall",

@@ -155,7 +155,7 @@ class BatchJob(_JobBase):
         self._http = http
 
     def _run(self, flow: Flow) -> Any:
-        return _drive(self._http, self._codec.provider, flow, self._retry)
+        return drive(self._http, self._codec.provider, flow, self._retry)
 
     def refresh(self) -> str:
         """Read the job's status from the provider; returns it.
@@ -241,7 +241,7 @@ class AsyncBatchJob(_JobBase):
         self._http = http
 
     async def _run(self, flow: Flow) -> Any:
-        return await _adrive(self._http, self._codec.provider, flow, self._retry)
+        return await adrive(self._http, self._codec.provider, flow, self._retry)
 
     async def refresh(self) -> str:
         """Read the job's status; see `BatchJob.refresh`."""
@@ -339,7 +339,7 @@ def _failed(error: BaseException) -> ProviderError:
     return TransportError(f"{type(error).__name__}: {error}")
 
 
-def _drive(http: httpx.Client, provider: Provider, flow: Flow, retry: RetryPolicy) -> Any:
+def drive(http: httpx.Client, provider: Provider, flow: Flow, retry: RetryPolicy) -> Any:
     """Run a flow with blocking requests; each request is retried by the policy."""
     try:
         call = next(flow)
@@ -363,10 +363,10 @@ def _drive(http: httpx.Client, provider: Provider, flow: Flow, retry: RetryPolic
         return stop.value
 
 
-async def _adrive(
+async def adrive(
     http: httpx.AsyncClient, provider: Provider, flow: Flow, retry: RetryPolicy
 ) -> Any:
-    """Run a flow with awaited requests; see `_drive`."""
+    """Run a flow with awaited requests; see `drive`."""
     import anyio
 
     try:

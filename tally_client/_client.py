@@ -11,6 +11,13 @@ import httpx
 
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
+from ._options import (
+    check_headers,
+    check_option_names,
+    check_option_values,
+    check_prompt,
+    check_text,
+)
 from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
 from ._response import Response
 from ._retry import RetryPolicy, Timeouts
@@ -25,9 +32,18 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncClient", "CallOptions", "Client"]
 
-POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+MAX_CONNECTIONS = 1000
 """Streams hold a connection for their whole length: httpx's default cap of 100 connections
-would make the 101st concurrent stream wait for a slot, so the pool is wider."""
+would make the 101st concurrent stream wait for a slot, so the pool is wider. A call that
+finds every connection busy for `Timeouts.connect` seconds raises `PoolTimeout`."""
+
+
+def _limits(max_connections: int) -> httpx.Limits:
+    if max_connections < 1:
+        raise ConfigurationError(f"max_connections must be a positive int, got {max_connections!r}")
+    return httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=min(100, max_connections)
+    )
 
 
 class CallOptions(TypedDict, total=False):
@@ -52,6 +68,17 @@ class CallOptions(TypedDict, total=False):
         timeouts: time limits for this call (default: the client's).
         retry: the retry policy for this call (default: the client's).
         extra_body: provider-specific request fields, merged into the body last.
+        extra_headers: HTTP headers for this call, over the client's (ASCII str values).
+        stop: stop sequences (a str or a list): the output ends before the first one.
+        seed: a sampling seed (OpenAI Chat, Gemini, compatible servers).
+        top_p: nucleus sampling, 0 to 1 (every protocol).
+        top_k: sample among the k most likely tokens (Anthropic, Gemini, compatible servers).
+        presence_penalty: OpenAI Chat, Gemini, compatible servers.
+        frequency_penalty: OpenAI Chat, Gemini, compatible servers.
+
+    A sampling option the chosen provider has no field for raises `ConfigurationError`
+    naming the provider (never a silent drop); an unknown option name raises one naming the
+    closest valid option.
     """
 
     system: str
@@ -70,6 +97,17 @@ class CallOptions(TypedDict, total=False):
     timeouts: Timeouts
     retry: RetryPolicy
     extra_body: Mapping[str, Any]
+    extra_headers: Mapping[str, str]
+    stop: str | Sequence[str]
+    seed: int
+    top_p: float
+    top_k: int
+    presence_penalty: float
+    frequency_penalty: float
+
+
+CALL_OPTIONS = CallOptions.__optional_keys__ | CallOptions.__required_keys__
+"""Every keyword a call method takes."""
 
 
 class _BaseClient:
@@ -86,7 +124,11 @@ class _BaseClient:
         protocol: str,
         timeouts: Timeouts | None,
         retry: RetryPolicy | None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
+        self.extra_headers = check_headers(extra_headers, "extra_headers")
+        for name, value in (("timeouts", timeouts), ("retry", retry)):
+            check_option_values({name: value})
         # The provider registry loads with the first client, not with the package.
         from ._config import default_setup, load_provider
 
@@ -134,8 +176,12 @@ class _BaseClient:
                 expected_output_tokens, schema, tools, ...) are what the router reads.
 
         Raises:
-            ConfigurationError: an unknown option value or model.
+            ConfigurationError: an unknown option, option value or model.
         """
+        check_option_names(options, CALL_OPTIONS)
+        check_option_values(options)
+        if prompt:
+            check_prompt(prompt)
         messages = normalize_messages(prompt, options.get("system")) if prompt else ()
         return self._decide(self._envelope(messages, options), options.get("model"))
 
@@ -170,6 +216,10 @@ class _BaseClient:
     def _plan(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> tuple[Supervisor, WireRequest]:
+        check_option_names(options, CALL_OPTIONS)
+        check_prompt(prompt)
+        check_option_values(options)
+        call_headers = check_headers(options.get("extra_headers"), "extra_headers")
         messages = normalize_messages(prompt, options.get("system"))
         envelope = self._envelope(messages, options)
         decision = self._decide(envelope, options.get("model"))
@@ -197,7 +247,20 @@ class _BaseClient:
             schema_name=options.get("schema_name", "output"),
             tools=normalize_tools(options.get("tools")),
             extra_body=options.get("extra_body") or {},
+            stop=_stop_tuple(options.get("stop")),
+            seed=options.get("seed"),
+            top_p=options.get("top_p"),
+            top_k=options.get("top_k"),
+            presence_penalty=options.get("presence_penalty"),
+            frequency_penalty=options.get("frequency_penalty"),
         )
+        # Every text that goes out, checked once: a lone surrogate cannot be sent as UTF-8.
+        check_text(prompt, "prompt" if isinstance(prompt, str) else "messages")
+        check_text(options.get("system"), "system")
+        check_text(spec.tools, "tools")
+        check_text(spec.stop, "stop")
+        check_text(spec.schema, "schema")
+        check_text(spec.extra_body, "extra_body")
         provider = self.providers[decision.provider]
         sup = Supervisor(
             provider,
@@ -208,7 +271,21 @@ class _BaseClient:
             decision=decision,
             structured=spec.schema is not None,
         )
-        return sup, provider.build_request(spec, decision.model, stream=decision.stream)
+        wire = provider.build_request(spec, decision.model, stream=decision.stream)
+        if self.extra_headers or call_headers:
+            from .providers._base import auth_values
+
+            extra = {**self.extra_headers, **call_headers}
+            wire = replace(wire, headers={**wire.headers, **extra})
+            sup.secrets = auth_values(extra)
+        return sup, wire
+
+    def _check_open(self, closed: bool) -> None:
+        if closed:
+            raise ConfigurationError(
+                f"this {type(self).__name__} is closed (its `with` block ended or close() was "
+                "called): make calls inside the block, or create a new client"
+            )
 
     def _batch_items(
         self, prompts: Sequence[str | Sequence[Message]], options: CallOptions
@@ -282,7 +359,16 @@ class Client(_BaseClient):
         timeouts: default time limits (seconds).
         retry: default retry policy.
         http_client: an `httpx.Client` to use (you then close it); default: one pooled
-            client per Client.
+            client per Client. On a client of your own, `close()` cannot interrupt a call
+            that is still waiting for response headers (it ends at the first-token limit).
+        max_connections: the pool size of the client's own `httpx.Client`: how many calls
+            (streams hold one for their whole length) can be open at once; default 1,000.
+        extra_headers: HTTP headers sent with every request (a call's `extra_headers=` adds
+            to them and wins on a clash), as the official SDKs' `default_headers` do.
+
+    Raises:
+        ConfigurationError: bad arguments (see the message), including `Timeouts` or
+            `RetryPolicy` values out of range and non-ASCII header values.
 
     Example:
         with Client() as client:
@@ -302,16 +388,30 @@ class Client(_BaseClient):
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
-            models, providers, router, base_url, api_key, model, protocol, timeouts, retry
+            models,
+            providers,
+            router,
+            base_url,
+            api_key,
+            model,
+            protocol,
+            timeouts,
+            retry,
+            extra_headers,
         )
         self._own_http = http_client is None
-        self._http = (
-            http_client
-            if http_client is not None
-            else httpx.Client(timeout=None, limits=POOL_LIMITS)
-        )
+        if http_client is None:
+            from ._transport import SupervisedTransport
+
+            limits = _limits(max_connections)
+            http_client = httpx.Client(
+                timeout=None, limits=limits, transport=SupervisedTransport(limits)
+            )
+        self._http = http_client
 
     def __enter__(self) -> Client:
         return self
@@ -437,13 +537,13 @@ class Client(_BaseClient):
             ConfigurationError: no prompts, or the chosen provider has no Batch API.
             ProviderError: the provider refused the job (after retries).
         """
-        from ._batch import BatchJob, _drive
+        from ._batch import BatchJob, drive
         from .providers._batch import batch_codec
 
         provider, model, items = self._batch_items(prompts, options)
         codec = batch_codec(provider)
         retry = options.get("retry") or self.retry
-        status = _drive(self._http, provider, codec.submit(items, model), retry)
+        status = drive(self._http, provider, codec.submit(items, model), retry)
         structured = options.get("schema") is not None
         return BatchJob(self._http, codec, status, model=model, structured=structured, retry=retry)
 
@@ -466,12 +566,12 @@ class Client(_BaseClient):
             ConfigurationError: the provider cannot be told, or has no Batch API.
             ProviderError: the provider does not know the job, or could not be reached.
         """
-        from ._batch import BatchJob, _drive
+        from ._batch import BatchJob, drive
         from .providers._batch import batch_codec
 
         endpoint = self._batch_provider(batch_id, provider)
         codec = batch_codec(endpoint)
-        status = _drive(self._http, endpoint, codec.get(batch_id), self.retry)
+        status = drive(self._http, endpoint, codec.get(batch_id), self.retry)
         return BatchJob(
             self._http, codec, status, model="", structured=schema is not None, retry=self.retry
         )
@@ -479,6 +579,7 @@ class Client(_BaseClient):
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> Stream:
+        self._check_open(self._http.is_closed)
         sup, wire = self._plan(prompt, options, stream)
         return Stream(self._http, sup, wire)
 
@@ -504,16 +605,25 @@ class AsyncClient(_BaseClient):
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
-            models, providers, router, base_url, api_key, model, protocol, timeouts, retry
+            models,
+            providers,
+            router,
+            base_url,
+            api_key,
+            model,
+            protocol,
+            timeouts,
+            retry,
+            extra_headers,
         )
         self._own_http = http_client is None
-        self._http = (
-            http_client
-            if http_client is not None
-            else httpx.AsyncClient(timeout=None, limits=POOL_LIMITS)
-        )
+        if http_client is None:
+            http_client = httpx.AsyncClient(timeout=None, limits=_limits(max_connections))
+        self._http = http_client
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -574,13 +684,13 @@ class AsyncClient(_BaseClient):
         self, prompts: Sequence[str | Sequence[Message]], **options: Unpack[CallOptions]
     ) -> AsyncBatchJob:
         """Submit the prompts to the provider's Batch API; see `Client.batch`."""
-        from ._batch import AsyncBatchJob, _adrive
+        from ._batch import AsyncBatchJob, adrive
         from .providers._batch import batch_codec
 
         provider, model, items = self._batch_items(prompts, options)
         codec = batch_codec(provider)
         retry = options.get("retry") or self.retry
-        status = await _adrive(self._http, provider, codec.submit(items, model), retry)
+        status = await adrive(self._http, provider, codec.submit(items, model), retry)
         structured = options.get("schema") is not None
         return AsyncBatchJob(
             self._http, codec, status, model=model, structured=structured, retry=retry
@@ -594,12 +704,12 @@ class AsyncClient(_BaseClient):
         schema: Mapping[str, Any] | None = None,
     ) -> AsyncBatchJob:
         """Resume a batch job by id; see `Client.batch_job`."""
-        from ._batch import AsyncBatchJob, _adrive
+        from ._batch import AsyncBatchJob, adrive
         from .providers._batch import batch_codec
 
         endpoint = self._batch_provider(batch_id, provider)
         codec = batch_codec(endpoint)
-        status = await _adrive(self._http, endpoint, codec.get(batch_id), self.retry)
+        status = await adrive(self._http, endpoint, codec.get(batch_id), self.retry)
         return AsyncBatchJob(
             self._http, codec, status, model="", structured=schema is not None, retry=self.retry
         )
@@ -607,5 +717,12 @@ class AsyncClient(_BaseClient):
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> AsyncStream:
+        self._check_open(self._http.is_closed)
         sup, wire = self._plan(prompt, options, stream)
         return AsyncStream(self._http, sup, wire)
+
+
+def _stop_tuple(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)

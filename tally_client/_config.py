@@ -109,9 +109,22 @@ def default_setup(
         )
     if not providers:
         base_url = env.get(LOCAL_BASE_URL_ENV) or LOCAL_BASE_URL
-        providers["local"] = load_provider("openai-chat", base_url=base_url, name="local")
+        local = load_provider("openai-chat", base_url=base_url, name="local")
+        local.connect_hint = f". {local_hint(base_url)}"
+        providers["local"] = local
         models.append(ModelSpec(LOCAL_MODEL, "local", quality=1, context_window=4096, cost=0.0))
     return providers, models
+
+
+def local_hint(base_url: str) -> str:
+    """What to do when no server answers at the default local endpoint (no key was set)."""
+    keys = " or ".join(" / ".join(env_vars) for env_vars, *_ in _CATALOG)
+    return (
+        f"No server answers at {base_url}, the local endpoint used when no provider key is "
+        f"set. Start one with `python -m tally_client.testing.llama serve` (llama-server with "
+        f"a small local model; set {LOCAL_BASE_URL_ENV} for another URL), or set {keys} to "
+        "use a hosted provider"
+    )
 
 
 def provider_for_model(model: str, providers: Mapping[str, Provider]) -> str:

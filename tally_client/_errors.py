@@ -10,14 +10,16 @@ TallyError                          root of everything raised here
     ├── TransportError              no usable HTTP exchange                      (retryable)
     │   ├── ConnectError            could not connect
     │   └── StreamInterrupted       the connection broke after the response began
-    ├── TimeoutError_ (builtin TimeoutError too)                                  (retryable)
+    ├── APITimeoutError (builtin TimeoutError too)                                (retryable)
     │   ├── ConnectTimeout          connect took longer than `Timeouts.connect`
+    │   ├── PoolTimeout             every pooled connection stayed busy      (not retryable)
     │   ├── FirstTokenTimeout       no output within `Timeouts.first_token`
     │   ├── IdleTimeout             no byte for `Timeouts.idle` once streaming (a stalled stream)
     │   └── TotalTimeout            the call ran past `Timeouts.total`
     ├── APIStatusError              an error status, or an error event inside a 200 stream
     │   ├── BadRequestError         400, 404, 413, 422                          (not retryable)
-    │   ├── AuthenticationError     401, 403                                    (not retryable)
+    │   ├── AuthenticationError     401: the key is missing or wrong            (not retryable)
+    │   ├── PermissionDeniedError   403: the key may not do this                (not retryable)
     │   ├── RateLimitError          429                                         (retryable)
     │   └── ServerError             408, 409, 5xx; OverloadedError for 529      (retryable)
     └── ProtocolError               the body is not what the protocol promises (HTML, bad JSON)
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APIStatusError",
+    "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
@@ -47,6 +50,8 @@ __all__ = [
     "IdleTimeout",
     "MissingAPIKeyError",
     "OverloadedError",
+    "PermissionDeniedError",
+    "PoolTimeout",
     "ProtocolError",
     "ProviderError",
     "RateLimitError",
@@ -55,7 +60,6 @@ __all__ = [
     "StreamInterrupted",
     "StructuredOutputError",
     "TallyError",
-    "TimeoutError_",
     "TotalTimeout",
     "TransportError",
     "status_error",
@@ -145,8 +149,12 @@ class StreamInterrupted(TransportError):
     """
 
 
-class TimeoutError_(ProviderError, TimeoutError):
-    """A configured time limit ran out. Retryable. Also a builtin `TimeoutError`."""
+class APITimeoutError(ProviderError, TimeoutError):
+    """A configured time limit ran out. Retryable. Also a builtin `TimeoutError`.
+
+    Attributes:
+        seconds: the limit that passed, in seconds.
+    """
 
     retryable = True
 
@@ -155,19 +163,30 @@ class TimeoutError_(ProviderError, TimeoutError):
         self.seconds = seconds
 
 
-class ConnectTimeout(TimeoutError_):
+class ConnectTimeout(APITimeoutError):
     """Connecting took longer than `Timeouts.connect` seconds."""
 
 
-class FirstTokenTimeout(TimeoutError_):
+class PoolTimeout(APITimeoutError):
+    """Every connection of the client's pool stayed busy for `Timeouts.connect` seconds.
+
+    Each open stream holds a connection for its whole length (1,000 per client by default):
+    close streams you no longer read, or raise `Client(max_connections=...)`. Not retried:
+    waiting again in the same queue would only add to it.
+    """
+
+    retryable = False
+
+
+class FirstTokenTimeout(APITimeoutError):
     """No output arrived within `Timeouts.first_token` seconds of sending the request."""
 
 
-class IdleTimeout(TimeoutError_):
+class IdleTimeout(APITimeoutError):
     """No byte arrived for `Timeouts.idle` seconds once the response began: a stalled stream."""
 
 
-class TotalTimeout(TimeoutError_):
+class TotalTimeout(APITimeoutError):
     """The call ran past `Timeouts.total` seconds (all attempts and waits included)."""
 
 
@@ -211,7 +230,12 @@ class BadRequestError(APIStatusError):
 
 
 class AuthenticationError(APIStatusError):
-    """The key was missing, wrong or lacks permission (401, 403): not retried."""
+    """The key was missing or wrong (401): not retried."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """The key is valid but may not do this (403: a model or feature not enabled for the
+    account, a region, an organisation policy): not retried."""
 
 
 class RateLimitError(APIStatusError):
@@ -269,8 +293,10 @@ def status_error(
         cls = OverloadedError
     elif status_code >= 500 or status_code in _RETRYABLE_4XX:
         cls = ServerError
-    elif status_code in (401, 403):
+    elif status_code == 401:
         cls = AuthenticationError
+    elif status_code == 403:
+        cls = PermissionDeniedError
     else:
         cls = BadRequestError
     retryable: bool | None = None

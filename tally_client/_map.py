@@ -32,8 +32,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from . import _errors
-from ._errors import APIStatusError, ConfigurationError, ProviderError, TallyError
+from ._errors import (
+    APIStatusError,
+    ConfigurationError,
+    ProviderError,
+    StructuredOutputError,
+    TallyError,
+)
 from ._limiter import AdaptiveLimit, LimitChange
 from ._request import Message
 from ._response import Attempt, Metrics, Response, ToolCall, Usage
@@ -250,8 +255,8 @@ def error_to_dict(error: BaseException) -> dict[str, Any]:
 def error_from_dict(data: Mapping[str, Any]) -> BaseException:
     """Rebuild an error saved by `error_to_dict`: the same tally_client class when it is one
     (a `TallyError` with the message otherwise), without calling its constructor."""
-    cls = getattr(_errors, data.get("type", ""), None)
-    if not (isinstance(cls, type) and issubclass(cls, TallyError)):
+    cls = _error_classes().get(data.get("type", ""))
+    if cls is None:
         return TallyError(f"{data.get('type')}: {data.get('message')}")
     error = cls.__new__(cls)
     Exception.__init__(error, data.get("message", ""))
@@ -267,9 +272,20 @@ def error_from_dict(data: Mapping[str, Any]) -> BaseException:
         error.body = None
         error.request_id = None
         error.in_stream = False
-    if isinstance(error, _errors.StructuredOutputError):
+    if isinstance(error, StructuredOutputError):
         error.response = None  # type: ignore[assignment]
     return error
+
+
+def _error_classes() -> dict[str, type[TallyError]]:
+    """Every TallyError subclass by class name."""
+    found: dict[str, type[TallyError]] = {}
+    todo: list[type[TallyError]] = [TallyError]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls.__name__, cls)
+        todo.extend(cls.__subclasses__())
+    return found
 
 
 # -- what the twins share --------------------------------------------------------------------
@@ -345,6 +361,7 @@ class _Run:
         self.errors: list[ItemError] = []
         self._usage = [0, 0, 0, 0, 0]  # input, output, total, cached, reasoning
         self._usage_seen = [False] * 5
+        self._final = True  # every summed usage was a whole call's final count
         self.cost: float | None = None
         self.resumed = 0
         self._count = 0  # items seen in the input
@@ -494,13 +511,21 @@ class _Run:
             if value is not None:
                 self._usage[n] += value
                 self._usage_seen[n] = True
+        self._final = self._final and u.final
         self.cost = add_cost(self.cost, response)
 
     def usage(self) -> Usage:
         values = [
             v if seen else None for v, seen in zip(self._usage, self._usage_seen, strict=True)
         ]
-        return Usage(*values)
+        return Usage(
+            input_tokens=values[0],
+            output_tokens=values[1],
+            total_tokens=values[2],
+            cached_input_tokens=values[3],
+            reasoning_tokens=values[4],
+            final=self._final and any(self._usage_seen),
+        )
 
     def _tick(self) -> None:
         bar = self._bar
@@ -593,7 +618,7 @@ class _SyncMap:
             return self.run_.observe(error)
 
     def call(self, prompt: Prompt) -> Response:
-        stream = self.client._stream(prompt, self.opts, False)
+        stream = self.client.respond(prompt, **self.opts)
         with self.lock:
             if self.run_.stopping:
                 raise _Cancelled
@@ -708,7 +733,7 @@ async def map_async(
         ended: bool | None = None  # None: cancelled
         try:
             try:
-                response = await client._stream(prompt, opts, False).final()
+                response = await client.respond(prompt, **opts).final()
             except Exception as error:
                 ended = False
                 if _fatal(error):

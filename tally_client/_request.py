@@ -47,6 +47,12 @@ class CallSpec:
         schema_name: the name providers attach to that schema.
         tools: functions the model may call.
         extra_body: provider-specific fields merged into the request body last.
+        stop: stop sequences: the output ends before the first one (not included).
+        seed: a sampling seed, for repeatable outputs where the provider supports it.
+        top_p: nucleus sampling: the probability mass sampled from (0 to 1).
+        top_k: sample from the k most likely tokens only.
+        presence_penalty: penalize tokens that already appeared (OpenAI, Gemini).
+        frequency_penalty: penalize tokens by how often they appeared (OpenAI, Gemini).
     """
 
     messages: tuple[Message, ...]
@@ -56,6 +62,20 @@ class CallSpec:
     schema_name: str = "output"
     tools: tuple[Tool, ...] = ()
     extra_body: Mapping[str, Any] = field(default_factory=dict)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    def sampling_set(self) -> list[str]:
+        """The names of the sampling options this call sets (stop, seed, top_p, ...)."""
+        names = ["stop"] if self.stop else []
+        for name in ("seed", "top_p", "top_k", "presence_penalty", "frequency_penalty"):
+            if getattr(self, name) is not None:
+                names.append(name)
+        return names
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,20 @@ class Usage:
     event, or a server that never sends one) `reported` is False and the counts are None:
     missing, never zero.
 
+    Reported is not final: some providers report counts before the end (Anthropic's
+    `message_start` has the input and 1 output token; Gemini sends running totals). `final`
+    is True only for the counts of the provider's terminal usage (Chat Completions' usage
+    chunk, Responses' terminal event, Anthropic's last `message_delta`, Gemini's chunk with
+    the `finishReason`, an atomic body) on a Response whose state is "complete". On a partial,
+    interrupted or cancelled Response it is always False: the counts are a lower bound.
+
     Attributes:
         input_tokens: prompt tokens, cached ones included.
         output_tokens: generated tokens, reasoning/thinking tokens included.
         total_tokens: input + output as the provider counts them.
         cached_input_tokens: the part of input_tokens served from a prompt cache, if reported.
         reasoning_tokens: the part of output_tokens spent thinking, if reported.
+        final: these are the whole call's counts (see above), not a running or early count.
     """
 
     input_tokens: int | None = None
@@ -53,6 +61,7 @@ class Usage:
     total_tokens: int | None = None
     cached_input_tokens: int | None = None
     reasoning_tokens: int | None = None
+    final: bool = False
 
     @property
     def reported(self) -> bool:
@@ -68,11 +77,14 @@ class Usage:
         total_tokens: int | None = None,
         cached_input_tokens: int | None = None,
         reasoning_tokens: int | None = None,
+        final: bool = False,
     ) -> Usage:
         """Build a Usage, deriving `total_tokens` from the parts when it is not given."""
         if total_tokens is None and input_tokens is not None and output_tokens is not None:
             total_tokens = input_tokens + output_tokens
-        return cls(input_tokens, output_tokens, total_tokens, cached_input_tokens, reasoning_tokens)
+        return cls(
+            input_tokens, output_tokens, total_tokens, cached_input_tokens, reasoning_tokens, final
+        )
 
 
 MISSING_USAGE = Usage()
@@ -114,8 +126,8 @@ class Metrics:
         output_tokens_per_second: reported output tokens / (total_seconds - ttft); None when
             usage was not reported or fewer than two deltas arrived.
         chunks: number of content deltas received.
-        buffered: the deltas arrived in one burst after a long wait: a proxy probably
-            buffered the stream (see the warning raised with it).
+        buffered: after a long silence the deltas arrived in bursts (many per network read):
+            a proxy probably buffered the stream (see the warning raised with it).
     """
 
     ttft: float | None = None

@@ -5,9 +5,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ._errors import APIStatusError, ProviderError
+from ._errors import APIStatusError, ConfigurationError, ProviderError
 
 __all__ = ["RetryPolicy", "Timeouts"]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -22,12 +26,26 @@ class Timeouts:
             stream (raises IdleTimeout).
         total: the whole call, every attempt and every wait between attempts included
             (raises TotalTimeout).
+
+    Raises:
+        ConfigurationError: a limit that is not None or a number of seconds above 0.
     """
 
     connect: float | None = 10.0
     first_token: float | None = 120.0
     idle: float | None = 60.0
     total: float | None = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "first_token", "idle", "total"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not _is_number(value) or not value > 0 or value != value:
+                raise ConfigurationError(
+                    f"Timeouts.{name} must be a number of seconds above 0, or None for no "
+                    f"limit; got {value!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,10 @@ class RetryPolicy:
         initial_delay: backoff base, seconds.
         max_delay: backoff ceiling, seconds.
         max_retry_after: the longest provider-requested wait honoured, seconds.
+
+    Raises:
+        ConfigurationError: max_attempts below 1 or not an int; a negative, infinite or
+            non-numeric delay.
     """
 
     max_attempts: int = 3
@@ -55,8 +77,20 @@ class RetryPolicy:
     max_retry_after: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("RetryPolicy.max_attempts must be at least 1 (1 means no retries)")
+        attempts: object = self.max_attempts
+        valid = isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 1
+        if not valid:
+            raise ConfigurationError(
+                f"RetryPolicy.max_attempts must be an int of at least 1 (1 means no retries); "
+                f"got {attempts!r}"
+            )
+        for name in ("initial_delay", "max_delay", "max_retry_after"):
+            value = getattr(self, name)
+            if not _is_number(value) or not value >= 0 or value == float("inf"):
+                raise ConfigurationError(
+                    f"RetryPolicy.{name} must be a finite number of seconds, 0 or more; "
+                    f"got {value!r}"
+                )
 
     def delay(self, attempt: int, error: BaseException) -> float | None:
         """Seconds to wait before the try after `attempt` (1-based), or None to stop.

@@ -1,31 +1,36 @@
 """Stream and AsyncStream: the twin drivers of one call, streamed or atomic.
 
-Both run the same loop over the same `Supervisor`: open an attempt, feed it SSE events (or
-an atomic body), and on a failure ask the supervisor whether to retry and after how long.
-Only the I/O differs (`httpx.Client`, the Watchdog thread and `time.sleep` against
-`httpx.AsyncClient`, `anyio.fail_after` and `anyio.sleep`). Keep the two classes line for
-line alike.
+Both run the same loop over the same `Supervisor`: open an attempt, feed its SSE events (or
+its atomic body) to the supervisor, and on a failure ask it whether to retry and after how
+long. Only the I/O differs (`httpx.Client` and a `threading.Event` against
+`httpx.AsyncClient` and an `anyio.Event`). Keep the two classes line for line alike.
+
+Stopping a call is one mechanism (`_http.Link`): `close()` from elsewhere marks the call's
+link and shuts its connection down; every blocking point (connecting, waiting for headers,
+reading, sleeping between attempts) wakes up and checks the mark.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
+import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import httpx
-from httpx_sse import EventSource
 
 from ._errors import ProviderError, StreamError
 from ._events import StreamEvent, TextDelta
-from ._http import SupervisedBody, body_timeout, build, interrupt, is_sse, map_error, watchdog
+from ._http import CALLING, Link, Watch, body_timeout, build, is_sse, map_error, watchdog
 from ._response import Response
+from ._sse import SSEDecoder
 from ._supervisor import Supervisor, check_structured
 
 if TYPE_CHECKING:
+    import anyio
+
     from ._request import WireRequest
     from ._routing import Decision
 
@@ -50,7 +55,7 @@ def parse_partial_json(text: str) -> Any:
 
 
 class _Closed(Exception):
-    """Internal: the stream was closed from elsewhere while an attempt was reading."""
+    """Internal: the call was closed; the loop ends and the Response is "cancelled"."""
 
 
 class _StreamBase:
@@ -59,11 +64,10 @@ class _StreamBase:
     def __init__(self, sup: Supervisor, wire: WireRequest) -> None:
         self._sup = sup
         self._wire = wire
+        self._link = Link()
         self._response: Response | None = None
         self._error: BaseException | None = None
         self._started = False
-        self._closing = False
-        self._live: httpx.Response | None = None
 
     @property
     def decision(self) -> Decision | None:
@@ -74,6 +78,18 @@ class _StreamBase:
     def streaming(self) -> bool:
         """True when the call is delivered as an SSE stream, False when atomic."""
         return self._sup.stream
+
+    @property
+    def response(self) -> Response:
+        """The Response once the stream ended (use `final()` to wait for it).
+
+        Raises:
+            StreamError: the stream has not ended yet.
+            ProviderError: the call failed; `.partial` holds what arrived.
+        """
+        if self._response is None and self._error is None and not self._link.closed:
+            raise StreamError("the stream has not ended: use `stream.final()`")
+        return self._result()
 
     def snapshot(self) -> Response:
         """What has arrived so far in the current attempt (state "partial" while running)."""
@@ -90,7 +106,7 @@ class _StreamBase:
         return parse_partial_json(self.snapshot().text)
 
     def _begin(self) -> None:
-        if self._closing:
+        if self._link.closed:
             raise StreamError("this stream was closed: start a new call")
         if self._started:
             raise StreamError(
@@ -101,7 +117,7 @@ class _StreamBase:
     def _result(self) -> Response:
         if self._error is not None:
             raise self._error
-        if self._response is None:  # closed before it was ever read
+        if self._response is None:  # closed before it ended, or before it was ever read
             self._response = self._sup.cancelled()
         return check_structured(self._response, self._sup.structured)
 
@@ -109,12 +125,17 @@ class _StreamBase:
         if self._response is None and self._error is None:
             self._response = self._sup.cancelled()
 
-    def _interrupt(self) -> None:
-        """Close from another thread or task: unblock the attempt's read."""
-        self._closing = True
-        live = self._live
-        if live is not None:
-            interrupt(live)
+    def _failure(self, exc: httpx.HTTPError, watch: Watch | None, *, began: bool) -> ProviderError:
+        """The typed error for what httpx raised (a closed call is checked by the caller)."""
+        if watch is not None and watch.fired:
+            return self._sup.timeout_error(watch.fired)
+        return map_error(exc, self._sup, began=began)
+
+    def _opened(self, request: httpx.Request, response: httpx.Response) -> None:
+        """The headers arrived: make the body interruptible even on a foreign transport."""
+        if self._link.stream is None:
+            self._link.stream = response.extensions.get("network_stream")
+        body_timeout(request, self._sup)
 
 
 class Stream(_StreamBase):
@@ -122,9 +143,10 @@ class Stream(_StreamBase):
 
     The request goes out when the stream is first iterated (or `final()` is called). Leaving
     its `with` block, `close()` (from any thread), or breaking out of a loop over it or its
-    `text()` closes the HTTP connection at once, and the Response is then "cancelled" with
-    the text so far. A stream is iterated once; `final()` drains what is left and returns the
-    Response.
+    `text()` stops the call in whatever phase it is (connecting, waiting for headers, reading,
+    waiting to retry): no request leaves after it, the connection is closed, the consumer's
+    loop ends, and the Response is "cancelled" with the text so far. A stream is iterated
+    once; `final()` drains what is left and returns the Response.
 
     After a dropped connection the call is retried; if output was already yielded, a `Reset`
     event comes first, carrying the text to clear. `text()` skips Reset events: after one,
@@ -141,6 +163,8 @@ class Stream(_StreamBase):
     def __init__(self, http: httpx.Client, sup: Supervisor, wire: WireRequest) -> None:
         super().__init__(sup, wire)
         self._http = http
+        self._wake = threading.Event()
+        self._thread: int | None = None
         # Held weakly: when the caller drops its iterator (breaks out of a loop), the
         # generator is finalized at once, which cancels the call and closes the connection.
         self._active: weakref.ref[Iterator[StreamEvent]] | None = None
@@ -185,7 +209,7 @@ class Stream(_StreamBase):
             ProviderError: the call failed; `.partial` holds what arrived.
             StructuredOutputError: a schema was requested and the text is not valid JSON.
         """
-        if self._response is None and self._error is None and not self._closing:
+        if self._response is None and self._error is None and not self._link.closed:
             events = self._active() if self._active is not None else None
             if events is None and not self._started:
                 events = iter(self)
@@ -193,26 +217,39 @@ class Stream(_StreamBase):
                 pass
         return self._result()
 
-    @property
-    def response(self) -> Response:
-        """The same as `final()`."""
-        return self.final()
-
     def close(self) -> None:
         """Stop the call and close its connection now. Idempotent; safe from any thread."""
         events = self._active() if self._active is not None else None
-        if events is not None:
-            try:
-                events.close()  # type: ignore[attr-defined]
-            except ValueError:  # running in another thread: unblock its read instead
-                self._interrupt()
-                return
-        self._closing = True
+        if events is not None and self._thread == threading.get_ident():
+            events.close()  # type: ignore[attr-defined]
+        self._link.interrupt()
+        self._wake.set()
         self._cancelled()
 
     def _iterate(self) -> Iterator[StreamEvent]:
+        self._thread = threading.get_ident()
+        sup, link = self._sup, self._link
         try:
-            yield from self._run()
+            while True:
+                if link.closed:
+                    raise _Closed
+                sup.begin()
+                try:
+                    if not sup.stream:
+                        self._response = self._atomic()
+                        yield from sup.atomic_events()
+                        return
+                    yield from self._attempt()
+                    outcome = sup.end_of_stream()
+                    if isinstance(outcome, Response):
+                        self._response = outcome
+                        return
+                    delay = outcome
+                except ProviderError as exc:
+                    if link.closed:
+                        raise _Closed from None
+                    delay = sup.fail(exc)
+                self._wake.wait(delay)
         except _Closed:
             pass
         except Exception as exc:
@@ -221,92 +258,101 @@ class Stream(_StreamBase):
         finally:
             self._cancelled()
 
-    def _run(self) -> Iterator[StreamEvent]:
-        sup = self._sup
-        while True:
-            sup.begin()
-            try:
-                if not sup.stream:
-                    self._response = self._atomic()
-                    yield from sup.atomic_events()
-                    return
-                yield from self._attempt()
-                if self._closing:  # closed from elsewhere: the read ended, the call did not
-                    raise _Closed
-                outcome = sup.end_of_stream()
-                if isinstance(outcome, Response):
-                    self._response = outcome
-                    return
-                delay = outcome
-            except ProviderError as exc:
-                if self._closing:
-                    raise _Closed from exc
-                delay = sup.fail(exc)
-            time.sleep(delay)
-
     def _send(self) -> httpx.Response:
-        sup = self._sup
+        sup, link = self._sup, self._link
         request = build(self._http, self._wire, sup)
+        token = CALLING.set(link)
+        failure = None
         try:
             response = self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise map_error(exc, sup, began=False) from exc
-        self._live = response
-        body_timeout(request, sup)
+            failure = self._failure(exc, None, began=False)
+        finally:
+            CALLING.reset(token)
+        if link.closed:
+            if failure is None:
+                response.close()
+            raise _Closed
+        if failure is not None:
+            raise failure  # outside the except block: the httpx error (and its request
+            # headers, API key included) stays off the chain
+        self._opened(request, response)
         return response
 
     def _attempt(self) -> Iterator[StreamEvent]:
-        sup = self._sup
+        sup, link = self._sup, self._link
         response = self._send()
         watch = None
+        failure: ProviderError | None = None
         try:
             if not is_sse(response):
-                raise sup.provider.error_from_response(
+                failure = sup.provider.error_from_response(
                     response.status_code, response.read(), response.headers
                 )
-            watch = watchdog.watch(sup, response)
-            body = cast(httpx.Response, SupervisedBody(response, sup))
-            for sse in EventSource(body).iter_sse():
-                if watch.fired:
-                    break  # the watchdog fired just as data arrived: honour the limit
-                events = sup.feed(sse.event, sse.data)
-                if events:
-                    yield from events
-            if watch.fired:
-                raise sup.timeout_error(watch.fired)
+            else:
+                watch = watchdog.watch(sup, link)
+                decoder = SSEDecoder()
+                feed = sup.feed
+                sup.read_started()
+                for chunk in response.iter_bytes():
+                    sup.read_returned()
+                    for name, data in decoder.feed(chunk):
+                        events = feed(name, data)
+                        if events:
+                            yield from events
+                            if link.closed:
+                                raise _Closed
+                    sup.read_started()
+                sup.read_ended()
+                for name, data in decoder.end():
+                    yield from feed(name, data)
+                if watch.fired and not sup.terminal:
+                    failure = sup.timeout_error(watch.fired)
         except httpx.HTTPError as exc:
-            if watch is not None and watch.fired:
-                raise sup.timeout_error(watch.fired) from exc
-            raise map_error(exc, sup, began=True) from exc
+            failure = self._failure(exc, watch, began=True)
         finally:
             if watch is not None:
                 watchdog.unwatch(watch)
-            self._live = None
+            link.stream = None
             response.close()
+        if link.closed:
+            raise _Closed
+        if failure is not None:
+            raise failure
 
     def _atomic(self) -> Response:
-        sup = self._sup
+        sup, link = self._sup, self._link
         response = self._send()
-        watch = watchdog.watch(sup, response)
+        watch = watchdog.watch(sup, link)
+        failure: ProviderError | None = None
+        parts: list[bytes] = []
         try:
-            text = SupervisedBody(response, sup).read_text()
+            sup.read_started()
+            for chunk in response.iter_bytes():
+                sup.read_returned()
+                parts.append(chunk)
+                sup.read_started()
+            sup.read_ended()
             if watch.fired:
-                raise sup.timeout_error(watch.fired)
+                failure = sup.timeout_error(watch.fired)
         except httpx.HTTPError as exc:
-            if watch.fired:
-                raise sup.timeout_error(watch.fired) from exc
-            raise map_error(exc, sup, began=True) from exc
+            failure = self._failure(exc, watch, began=True)
         finally:
             watchdog.unwatch(watch)
-            self._live = None
+            link.stream = None
             response.close()
-        return _atomic_result(sup, response, text)
+        if link.closed:
+            raise _Closed
+        if failure is not None:
+            raise failure
+        return _atomic_result(sup, response, b"".join(parts))
 
 
 class AsyncStream(_StreamBase):
     """The async twin of `Stream`: `async with`, `async for`, `await final()`.
 
-    Cancelling the task that iterates it closes the connection, like `close()`.
+    `await close()` from any task, or cancelling the task that iterates it, stops the call in
+    whatever phase it is, like `Stream.close()`.
 
     Example:
         async with client.stream("Explain entropy.") as stream:
@@ -318,6 +364,7 @@ class AsyncStream(_StreamBase):
     def __init__(self, http: httpx.AsyncClient, sup: Supervisor, wire: WireRequest) -> None:
         super().__init__(sup, wire)
         self._http = http
+        self._wake: anyio.Event | None = None  # made on the event loop, when iteration starts
         self._active: weakref.ref[AsyncIterator[StreamEvent]] | None = None
 
     async def __aenter__(self) -> AsyncStream:
@@ -345,7 +392,7 @@ class AsyncStream(_StreamBase):
 
     async def final(self) -> Response:
         """Drain the stream and return the Response; see `Stream.final`."""
-        if self._response is None and self._error is None and not self._closing:
+        if self._response is None and self._error is None and not self._link.closed:
             events = self._active() if self._active is not None else None
             if events is None and not self._started:
                 events = aiter(self)
@@ -354,33 +401,85 @@ class AsyncStream(_StreamBase):
                     pass
         return self._result()
 
-    @property
-    def response(self) -> Response:
-        """The Response once the stream ended (use `await final()` to wait for it).
-
-        Raises:
-            StreamError: the stream has not ended yet.
-        """
-        if self._response is None and self._error is None and not self._closing:
-            raise StreamError("the stream has not ended: use `await stream.final()`")
-        return self._result()
-
     async def close(self) -> None:
         """Stop the call and close its connection now. Idempotent; safe from any task."""
         events = self._active() if self._active is not None else None
         if events is not None:
-            try:
+            # RuntimeError: another task is inside it; the interrupt below wakes that task.
+            with contextlib.suppress(RuntimeError):
                 await events.aclose()  # type: ignore[attr-defined]
-            except RuntimeError:  # running in another task: unblock its read instead
-                self._interrupt()
-                return
-        self._closing = True
+        self._link.interrupt()
+        if self._wake is not None:
+            self._wake.set()
         self._cancelled()
 
-    async def _iterate(self) -> AsyncIterator[StreamEvent]:
+    async def _iterate(self) -> AsyncIterator[StreamEvent]:  # noqa: C901 - one flat loop, see below
+        import anyio
+
+        self._wake = anyio.Event()
+        sup, link = self._sup, self._link
         try:
-            async for event in self._run():
-                yield event
+            while True:
+                if link.closed:
+                    raise _Closed
+                sup.begin()
+                try:
+                    if not sup.stream:
+                        self._response = await self._atomic()
+                        for event in sup.atomic_events():
+                            yield event
+                        return
+                    # The attempt is inline, not a nested generator: each layer of async
+                    # generator costs about a microsecond per event.
+                    response = await self._send()
+                    watch = None
+                    failure: ProviderError | None = None
+                    try:
+                        if not is_sse(response):
+                            failure = sup.provider.error_from_response(
+                                response.status_code, await response.aread(), response.headers
+                            )
+                        else:
+                            watch = watchdog.watch(sup, link)
+                            decoder = SSEDecoder()
+                            feed = sup.feed
+                            sup.read_started()
+                            async for chunk in response.aiter_bytes():
+                                sup.read_returned()
+                                for name, data in decoder.feed(chunk):
+                                    for event in feed(name, data):
+                                        yield event
+                                    if link.closed:
+                                        raise _Closed
+                                sup.read_started()
+                            sup.read_ended()
+                            for name, data in decoder.end():
+                                for event in feed(name, data):
+                                    yield event
+                            if watch.fired and not sup.terminal:
+                                failure = sup.timeout_error(watch.fired)
+                    except httpx.HTTPError as exc:
+                        failure = self._failure(exc, watch, began=True)
+                    finally:
+                        if watch is not None:
+                            watchdog.unwatch(watch)
+                        link.stream = None
+                        await response.aclose()
+                    if link.closed:
+                        raise _Closed
+                    if failure is not None:
+                        raise failure
+                    outcome = sup.end_of_stream()
+                    if isinstance(outcome, Response):
+                        self._response = outcome
+                        return
+                    delay = outcome
+                except ProviderError as exc:
+                    if link.closed:
+                        raise _Closed from None
+                    delay = sup.fail(exc)
+                with anyio.move_on_after(delay):
+                    await self._wake.wait()
         except _Closed:
             pass
         except Exception as exc:
@@ -389,81 +488,68 @@ class AsyncStream(_StreamBase):
         finally:
             self._cancelled()
 
-    async def _run(self) -> AsyncIterator[StreamEvent]:
-        sup = self._sup
-        while True:
-            sup.begin()
-            try:
-                if not sup.stream:
-                    self._response = await self._atomic()
-                    for event in sup.atomic_events():
-                        yield event
-                    return
-                async for event in self._attempt():
-                    yield event
-                if self._closing:  # closed from elsewhere: the read ended, the call did not
-                    raise _Closed
-                outcome = sup.end_of_stream()
-                if isinstance(outcome, Response):
-                    self._response = outcome
-                    return
-                delay = outcome
-            except ProviderError as exc:
-                if self._closing:
-                    raise _Closed from exc
-                delay = sup.fail(exc)
-            await anyio.sleep(delay)
-
     async def _send(self) -> httpx.Response:
-        sup = self._sup
+        import anyio
+
+        sup, link = self._sup, self._link
         request = build(self._http, self._wire, sup)
-        try:
-            response = await self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise map_error(exc, sup, began=False) from exc
-        self._live = response
-        body_timeout(request, sup)
+        failure = None
+        response = None
+        # Connecting and waiting for headers: close() cancels this scope (httpcore then closes
+        # the connection). No yield happens inside it, so the cancellation cannot leak out.
+        with anyio.CancelScope() as scope:
+            link.cancel = scope.cancel
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                failure = self._failure(exc, None, began=False)
+            finally:
+                link.cancel = None
+        if link.closed:
+            if response is not None:
+                await response.aclose()
+            raise _Closed
+        if failure is not None:
+            raise failure  # outside the except block: see Stream._send
+        assert response is not None  # the scope is only cancelled by close()
+        self._opened(request, response)
         return response
 
-    async def _attempt(self) -> AsyncIterator[StreamEvent]:
-        sup = self._sup
-        response = await self._send()
-        try:
-            if not is_sse(response):
-                raise sup.provider.error_from_response(
-                    response.status_code, await response.aread(), response.headers
-                )
-            body = cast(httpx.Response, SupervisedBody(response, sup))
-            async for sse in EventSource(body).aiter_sse():
-                events = sup.feed(sse.event, sse.data)
-                for event in events:
-                    yield event
-        except httpx.HTTPError as exc:
-            raise map_error(exc, sup, began=True) from exc
-        finally:
-            self._live = None
-            await response.aclose()
-
     async def _atomic(self) -> Response:
-        sup = self._sup
+        sup, link = self._sup, self._link
         response = await self._send()
+        watch = watchdog.watch(sup, link)
+        failure: ProviderError | None = None
+        parts: list[bytes] = []
         try:
-            text = await SupervisedBody(response, sup).aread_text()
+            sup.read_started()
+            async for chunk in response.aiter_bytes():
+                sup.read_returned()
+                parts.append(chunk)
+                sup.read_started()
+            sup.read_ended()
+            if watch.fired:
+                failure = sup.timeout_error(watch.fired)
         except httpx.HTTPError as exc:
-            raise map_error(exc, sup, began=True) from exc
+            failure = self._failure(exc, watch, began=True)
         finally:
-            self._live = None
+            watchdog.unwatch(watch)
+            link.stream = None
             await response.aclose()
-        return _atomic_result(sup, response, text)
+        if link.closed:
+            raise _Closed
+        if failure is not None:
+            raise failure
+        return _atomic_result(sup, response, b"".join(parts))
 
 
-def _atomic_result(sup: Supervisor, response: httpx.Response, text: str) -> Response:
+def _atomic_result(sup: Supervisor, response: httpx.Response, body: bytes) -> Response:
     """The Response for an atomic call's body, or the typed error for it."""
     if response.is_success and "json" in response.headers.get("content-type", ""):
         try:
-            body = json.loads(text)
+            decoded = json.loads(body)
         except ValueError:
             pass
         else:
-            return sup.atomic_body(body)
-    raise sup.provider.error_from_response(response.status_code, text.encode(), response.headers)
+            return sup.atomic_body(decoded)
+    raise sup.provider.error_from_response(response.status_code, body, response.headers)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from ._errors import (
     FirstTokenTimeout,
     IdleTimeout,
-    ProtocolError,
     ProviderError,
     StreamInterrupted,
     StructuredOutputError,
@@ -51,9 +50,16 @@ if TYPE_CHECKING:
 
 __all__ = ["Accumulator", "ProxyBufferingWarning", "Supervisor"]
 
+BURST_MIN_DELTAS = 8
+"""The buffering signal needs at least this many content deltas,"""
+BURST_MIN_SILENCE = 0.5
+"""a first token at least this many seconds after the request,"""
+BURST_DELTAS_PER_READ = 8
+"""and on average at least this many deltas per network read that carried any."""
+
 
 class ProxyBufferingWarning(UserWarning):
-    """A stream's chunks all arrived in one burst after a long wait.
+    """A stream's first token came after a long silence, then its deltas arrived in bursts.
 
     The likely cause is a proxy or load balancer buffering `text/event-stream` responses
     (nginx without `proxy_buffering off` / `X-Accel-Buffering: no`, some corporate proxies):
@@ -128,6 +134,11 @@ class Accumulator:
         return "".join(self._text)
 
     @property
+    def thinking(self) -> str:
+        """The thinking/reasoning text so far."""
+        return "".join(self._thinking)
+
+    @property
     def has_output(self) -> bool:
         """True once any text, thinking or tool-call delta arrived."""
         return self.first_at is not None
@@ -154,13 +165,15 @@ class Accumulator:
         if out and ttft is not None and gaps and total > ttft:
             rate = out / (total - ttft)
         chunks = len(gaps) + (self.first_at is not None)
+        # Deltas of one network read share its arrival time, so a zero gap means "arrived in
+        # the same read". A proxy that buffers shows as a long silence, then many deltas per
+        # read; a busy client reads late but does not make the wire deliver in bursts.
+        reads = 1 + sum(1 for gap in gaps if gap > 0.0)
         buffered = bool(
             ttft is not None
-            and chunks >= 8
-            and ttft >= 0.5
-            and self.last_at - self.first_at <= 0.1 * ttft  # type: ignore[operator]
-            and itl_mean is not None
-            and itl_mean < 0.005
+            and chunks >= BURST_MIN_DELTAS
+            and ttft >= BURST_MIN_SILENCE
+            and chunks >= BURST_DELTAS_PER_READ * reads
         )
         return Metrics(ttft, total, itl_mean, itl_p95, rate, chunks, buffered)
 
@@ -207,7 +220,11 @@ class Supervisor:
         self._discarded: list[str] = []
         self._reset_error: ProviderError | None = None
         self.reading_since: float | None = None
+        self._read_at: float | None = None  # when the current network read returned
         self._meta: tuple[str | None, str | None] = (None, None)  # an atomic body's model, id
+        self.secrets: tuple[str, ...] = ()
+        """Credentials beyond the provider's own (auth headers given for this call), masked
+        in every error like the provider's key."""
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -220,6 +237,12 @@ class Supervisor:
         self.acc = Accumulator(now)
         self.decoder = self.provider.new_decoder() if self.stream else None
         self.reading_since = None
+        self._read_at = None
+
+    @property
+    def terminal(self) -> bool:
+        """True once the current attempt's stream sent the provider's terminal event."""
+        return self.decoder is not None and self.decoder.terminal
 
     def connect_timeout(self) -> float | None:
         """Seconds the driver may spend connecting (bounded by what is left of `total`)."""
@@ -245,8 +268,15 @@ class Supervisor:
         """The driver is about to block reading the body."""
         self.reading_since = self.clock()
 
+    def read_ended(self) -> None:
+        """The body ended: the driver no longer reads."""
+        self.reading_since = None
+
     def read_returned(self) -> None:
-        """A read of the body returned data.
+        """A read of the body returned data; the events it holds are fed next.
+
+        Every event of one network read gets that read's arrival time, so the metrics describe
+        arrival on the wire, not how fast the consumer asked for the next event.
 
         Raises:
             FirstTokenTimeout, TotalTimeout: the limit passed even though bytes kept coming
@@ -254,6 +284,7 @@ class Supervisor:
         """
         now = self.clock()
         self.reading_since = None
+        self._read_at = now
         t = self.timeouts
         if t.total is not None and now - self.started > t.total:
             raise self.timeout_error("total")
@@ -315,15 +346,15 @@ class Supervisor:
 
         Raises:
             ProviderError: an in-stream error event, or data the protocol does not allow
-                (ProtocolError, also for JSON of an unexpected shape).
+                (ProtocolError, also for JSON of an unexpected shape: the codecs check shapes).
+                Anything else is a bug here and propagates as it is, never retried.
         """
-        try:
-            events = self.decoder.feed(event, data)  # type: ignore[union-attr]
-        except (AttributeError, KeyError, TypeError, IndexError) as exc:
-            raise self._shape_error(data, exc) from exc
+        events = self.decoder.feed(event, data)  # type: ignore[union-attr]
         if not events:
             return events
-        now = self.clock()
+        now = self._read_at
+        if now is None:
+            now = self.clock()
         acc = self.acc
         for ev in events:
             acc.add(ev, now)
@@ -362,10 +393,7 @@ class Supervisor:
         Raises:
             ProtocolError: the body is not the provider's response shape.
         """
-        try:
-            result = self.provider.decode_body(body)
-        except (AttributeError, KeyError, TypeError, IndexError) as exc:
-            raise self._shape_error(str(body), exc) from exc
+        result = self.provider.decode_body(body)
         now = self.clock()
         for ev in result.events:
             self.acc.add(ev, now)
@@ -377,10 +405,11 @@ class Supervisor:
         """The events an atomic result replays to a stream consumer, in order."""
         acc = self.acc
         events: list[StreamEvent] = []
-        if acc._thinking:
-            events.append(ThinkingDelta("".join(acc._thinking)))
-        if acc._text:
-            events.append(TextDelta(acc.text))
+        thinking, text = acc.thinking, acc.text
+        if thinking:
+            events.append(ThinkingDelta(thinking))
+        if text:
+            events.append(TextDelta(text))
         for i, call in enumerate(acc.tool_calls()):
             events.append(ToolCallDelta(i, call.id, call.name, call.arguments))
         if acc.usage.reported:
@@ -395,7 +424,11 @@ class Supervisor:
         Raises:
             ProviderError: `error` itself, with `partial` (the longest partial Response)
                 and `attempts` set, when it is not retried.
+
+        Every failed attempt's error passes here first, so this is where the provider's
+        credentials are masked in it (`Provider.redact`), whatever raised it.
         """
+        self.provider.redact(error, self.secrets)
         partial = self._build("interrupted")
         delay = self._next_delay(error, partial)
         if delay is None:
@@ -413,13 +446,6 @@ class Supervisor:
         return self._build("partial")
 
     # -- internals -----------------------------------------------------------------------
-
-    def _shape_error(self, data: str, exc: Exception) -> ProtocolError:
-        shown = data if len(data) <= 200 else data[:200] + "…"
-        return ProtocolError(
-            f"unexpected shape for this protocol ({type(exc).__name__}: {exc}): {shown!r}",
-            provider=self.provider.label,
-        )
 
     def _remaining(self) -> float | None:
         if self.timeouts.total is None:
@@ -452,8 +478,9 @@ class Supervisor:
         response = self._build(state)
         if response.metrics.buffered:
             warnings.warn(
-                f"all {response.metrics.chunks} chunks arrived in one burst after "
-                f"{response.metrics.ttft:.1f} s: a proxy between you and "
+                f"the first token came after {response.metrics.ttft:.1f} s and then "
+                f"{response.metrics.chunks} deltas arrived in bursts (8 or more per network "
+                f"read): a proxy between you and "
                 f"{self.provider.label} is probably buffering the stream "
                 "(nginx: proxy_buffering off, or send X-Accel-Buffering: no)",
                 ProxyBufferingWarning,
@@ -474,10 +501,13 @@ class Supervisor:
                 parsed = json.loads(text)
             except ValueError:
                 parsed = None
+        usage = acc.usage
+        if usage.final and state != "complete":
+            usage = replace(usage, final=False)  # counts of a call that did not end
         return Response(
             text=text,
             tool_calls=acc.tool_calls(),
-            usage=acc.usage,
+            usage=usage,
             finish_reason=acc.finish_reason,
             state=state,
             model=model or self.model,
@@ -485,7 +515,7 @@ class Supervisor:
             decision=self.decision,
             metrics=acc.metrics(self.clock()),
             attempts=tuple(self._attempts),
-            thinking="".join(acc._thinking),
+            thinking=acc.thinking,
             raw_finish_reason=acc.raw_finish_reason,
             parsed=parsed,
             response_id=response_id,

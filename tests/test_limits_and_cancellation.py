@@ -8,6 +8,7 @@ closed from another thread, and before it was ever read.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from tally_client import (
     ConfigurationError,
     FirstTokenTimeout,
     IdleTimeout,
+    PoolTimeout,
     ProtocolError,
     RetryPolicy,
     StreamError,
@@ -181,3 +183,45 @@ def test_json_of_the_wrong_shape_is_a_protocol_error(server: ReplayServer, chunk
 def test_a_bad_base_url_is_a_configuration_error(url: str) -> None:
     with pytest.raises(ConfigurationError, match="http"):
         Client(base_url=url)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork() is POSIX-only")
+def test_sync_time_limits_work_after_fork(server: ReplayServer) -> None:
+    # gunicorn --preload and Celery prefork fork after the parent used the client: the
+    # watchdog thread does not exist in the child, and the child must start its own.
+    stall = server.add(TEXT.replace(stall_after=TEXT.offset_after_event(4)))
+    limits = Timeouts(first_token=5, idle=0.3, total=10)
+    with client_for(stall, limits) as client, pytest.raises(IdleTimeout):
+        client.stream("hi").final()  # the parent's watchdog thread is running now
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit code only
+        code = 1
+        try:
+            started = time.monotonic()
+            with client_for(stall, limits) as client:
+                client.stream("hi").final()
+        except IdleTimeout:
+            code = 0 if time.monotonic() - started < 3 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the idle limit did not fire in the child"
+
+
+def test_pool_exhaustion_is_its_own_error_naming_the_limit(server: ReplayServer) -> None:
+    stall = server.add(TEXT.replace(stall_after=TEXT.offset_after_event(4)))
+    limits = Timeouts(connect=0.5, first_token=5, idle=30, total=30)
+    with Client(base_url=stall + "/v1", retry=ONCE, timeouts=limits, max_connections=2) as client:
+        held = [client.stream("hi") for _ in range(2)]
+        readers = [iter(stream) for stream in held]  # kept: a dropped iterator cancels
+        for reader in readers:
+            next(reader)  # each open stream holds a connection
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout, match="max_connections") as info:
+            client.stream("hi").final()
+        assert time.monotonic() - started < 2.0
+        assert not info.value.retryable
+        for stream in held:
+            stream.close()
+    with pytest.raises(ConfigurationError, match="max_connections"):
+        Client(base_url=stall + "/v1", max_connections=0)

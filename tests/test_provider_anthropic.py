@@ -112,23 +112,23 @@ STOP = {"type": "message_stop"}
 EXPECTED: dict[str, dict[str, Any]] = {
     "text": {
         "text": "Hello! Café au lait — a classic ☕.",
-        "usage": Usage.of(19, 14, cached_input_tokens=0),
+        "usage": Usage.of(19, 14, cached_input_tokens=0, final=True),
         "finish": ("stop", "end_turn"),
     },
     "length": {
         "text": "The history of the Roman Empire spans more",
-        "usage": Usage.of(14, 8, cached_input_tokens=0),
+        "usage": Usage.of(14, 8, cached_input_tokens=0, final=True),
         "finish": ("length", "max_tokens"),
     },
     "refusal": {
         "text": "I can't help with that request.",
-        "usage": Usage.of(23, 9, cached_input_tokens=0),
+        "usage": Usage.of(23, 9, cached_input_tokens=0, final=True),
         "finish": ("content_filter", "refusal"),
     },
     "thinking": {
         "text": "17 × 23 = 391.",
         "thinking": "The user asks for 17 × 23. 17 × 20 = 340 and 17 × 3 = 51, so 340 + 51 = 391.",
-        "usage": Usage.of(45, 87, cached_input_tokens=0),
+        "usage": Usage.of(45, 87, cached_input_tokens=0, final=True),
         "finish": ("stop", "end_turn"),
     },
     "tool_call": {
@@ -140,7 +140,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
                 '{"city": "Paris", "unit": "celsius"}',
             )
         ],
-        "usage": Usage.of(402, 71, cached_input_tokens=0),
+        "usage": Usage.of(402, 71, cached_input_tokens=0, final=True),
         "finish": ("tool_calls", "tool_use"),
     },
 }
@@ -155,7 +155,7 @@ def test_recorded_stream(name: str) -> None:
     assert decoder.response_id is not None
     assert decoder.response_id.startswith("msg_")
     assert acc.text == want["text"]
-    assert "".join(acc._thinking) == want.get("thinking", "")
+    assert acc.thinking == want.get("thinking", "")
     assert list(acc.tool_calls()) == want.get("tools", [])
     assert acc.usage == want["usage"]
     assert (acc.finish_reason, acc.raw_finish_reason) == want["finish"]
@@ -241,7 +241,7 @@ def test_usage_cache_fields_and_cumulative_output() -> None:
     decoder, acc = decode(body)
     assert decoder.terminal
     # input 5 (message_start; the null does not erase it) + 100 + 2100 (overridden)
-    assert acc.usage == Usage.of(2205, 7, cached_input_tokens=2100, reasoning_tokens=4)
+    assert acc.usage == Usage.of(2205, 7, cached_input_tokens=2100, reasoning_tokens=4, final=True)
 
 
 def test_llama_server_usage_shape() -> None:
@@ -260,13 +260,14 @@ def test_llama_server_usage_shape() -> None:
         ("message_stop", STOP),
     )
     _, acc = decode(body)
-    assert acc.usage == Usage(32, 12, 44, 31, None)
+    assert acc.usage == Usage(32, 12, 44, 31, None, final=True)
     assert acc.finish_reason == "length"
 
 
 def test_usage_from_message_start_only_when_cut() -> None:
     _, acc = decode(sse(("message_start", START), ("content_block_delta", text_delta("x"))))
     assert acc.usage == Usage.of(10, 1)  # what was reported; nothing invented
+    assert not acc.usage.final  # message_start's counts: not the call's usage
 
 
 def test_no_usage_reported_is_missing_not_zero() -> None:
@@ -440,7 +441,7 @@ def test_decode_body_thinking_and_no_usage() -> None:
     acc = Accumulator(0.0)
     for event in result.events:
         acc.add(event, 0.0)
-    assert (acc.text, "".join(acc._thinking)) == ("ok", "hmm")
+    assert (acc.text, acc.thinking) == ("ok", "hmm")
     assert not acc.usage.reported
 
 
@@ -697,7 +698,7 @@ def test_e2e_stream_text_usage_and_request(server: ReplayServer) -> None:
         response = client.stream("Say hello", system="Be warm.", max_tokens=50).final()
     assert response.text == "Hello! Café au lait — a classic ☕."
     assert response.state == "complete"
-    assert response.usage == Usage.of(19, 14, cached_input_tokens=0)
+    assert response.usage == Usage.of(19, 14, cached_input_tokens=0, final=True)
     assert (response.finish_reason, response.raw_finish_reason) == ("stop", "end_turn")
     assert response.model == "claude-sonnet-4-5-20250929"
     assert response.provider == "anthropic"
@@ -718,7 +719,7 @@ def test_e2e_atomic_text(server: ReplayServer) -> None:
         response = client.complete("Say hello")
     assert response.text == "Hello! Café au lait — a classic ☕."
     assert response.state == "complete"
-    assert response.usage == Usage.of(19, 14, cached_input_tokens=0)
+    assert response.usage == Usage.of(19, 14, cached_input_tokens=0, final=True)
     assert response.finish_reason == "stop"
     assert server.requests(url)[0].json()["max_tokens"] == DEFAULT_MAX_TOKENS
 

@@ -103,7 +103,7 @@ def test_text_stream() -> None:
     assert acc.text == TEXT
     assert decoder.terminal
     assert (decoder.model, decoder.response_id) == (MODEL, "Xk1VaN2rLJqP1MkP8cSy4Ao")
-    assert acc.usage == Usage(9, 11, 20)
+    assert acc.usage == Usage(9, 11, 20, final=True)
     assert (acc.finish_reason, acc.raw_finish_reason) == ("stop", "STOP")
     # usageMetadata is a running total: each new total is reported; the first chunk has no
     # candidatesTokenCount yet, and that count stays missing rather than zero.
@@ -129,7 +129,7 @@ def test_thinking_stream_counts_thoughts_as_output() -> None:
     assert acc.text == "17 × 23 = 391."
     assert decoder.terminal
     # candidatesTokenCount (9) excludes the 58 thinking tokens; output counts both.
-    assert acc.usage == Usage(11, 67, 78, None, 58)
+    assert acc.usage == Usage(11, 67, 78, None, 58, final=True)
 
 
 def test_tool_call_stream() -> None:
@@ -142,7 +142,7 @@ def test_tool_call_stream() -> None:
     assert call.parsed_arguments() == {"city": "Paris", "unit": "celsius"}
     # Gemini ends tool calls with STOP; normalized to tool_calls, raw kept.
     assert (acc.finish_reason, acc.raw_finish_reason) == ("tool_calls", "STOP")
-    assert acc.usage == Usage(52, 18, 70)
+    assert acc.usage == Usage(52, 18, 70, final=True)
 
 
 def test_length_stream() -> None:
@@ -151,7 +151,7 @@ def test_length_stream() -> None:
     assert decoder.terminal
     assert acc.text == "The history of the Roman Empire spans more"
     assert (acc.finish_reason, acc.raw_finish_reason) == ("length", "MAX_TOKENS")
-    assert acc.usage == Usage(10, 8, 18)
+    assert acc.usage == Usage(10, 8, 18, final=True)
 
 
 def test_safety_stream_keeps_text_and_filters() -> None:
@@ -160,7 +160,7 @@ def test_safety_stream_keeps_text_and_filters() -> None:
     assert decoder.terminal
     assert acc.text == "Sure, here is the"
     assert (acc.finish_reason, acc.raw_finish_reason) == ("content_filter", "SAFETY")
-    assert acc.usage == Usage(15, 5, 20)
+    assert acc.usage == Usage(15, 5, 20, final=True)
 
 
 def test_blocked_prompt_is_terminal_content_filter() -> None:
@@ -169,7 +169,7 @@ def test_blocked_prompt_is_terminal_content_filter() -> None:
     assert decoder.terminal
     assert acc.text == ""
     assert (acc.finish_reason, acc.raw_finish_reason) == ("content_filter", "SAFETY")
-    assert acc.usage == Usage(12, None, 12)
+    assert acc.usage == Usage(12, None, 12, final=True)
     assert decoder.model == MODEL
 
 
@@ -229,9 +229,9 @@ def test_undecodable_data_is_a_protocol_error() -> None:
         decoder.feed("message", '{"candidates": [')
     with pytest.raises(ProtocolError, match="not a JSON object"):
         decoder.feed("message", "[1, 2]")
-    with pytest.raises(ProtocolError, match="not a GenerateContentResponse"):
+    with pytest.raises(ProtocolError, match="expected each part to be an object"):
         decoder.feed("message", '{"candidates": [{"content": {"parts": ["text"]}}]}')
-    with pytest.raises(ProtocolError, match="not a GenerateContentResponse"):
+    with pytest.raises(ProtocolError, match="expected candidates to be an array"):
         provider().decode_body({"candidates": "oops"})
 
 
@@ -332,7 +332,7 @@ def test_decode_text_body() -> None:
     result = provider().decode_body(json.loads((REC / "text.json").read_bytes()))
     acc = fold(result.events)
     assert acc.text == TEXT
-    assert acc.usage == Usage(9, 11, 20)
+    assert acc.usage == Usage(9, 11, 20, final=True)
     assert (acc.finish_reason, acc.raw_finish_reason) == ("stop", "STOP")
     assert (result.model, result.response_id) == (MODEL, "Xk1VaN2rLJqP1MkP8cSy4Ao")
 
@@ -647,7 +647,7 @@ def test_e2e_stream_text(server: ReplayServer, version: str) -> None:
         response = stream.final()
     assert "".join(texts) == TEXT == response.text
     assert response.state == "complete"
-    assert response.usage == Usage(9, 11, 20)
+    assert response.usage == Usage(9, 11, 20, final=True)
     assert (response.finish_reason, response.raw_finish_reason) == ("stop", "STOP")
     assert (response.model, response.provider) == (MODEL, "gemini")
     assert response.response_id == "Xk1VaN2rLJqP1MkP8cSy4Ao"
@@ -666,7 +666,7 @@ def test_e2e_complete_text(server: ReplayServer, version: str) -> None:
         response = client.complete("Hi", max_tokens=50)
     assert response.text == TEXT
     assert response.state == "complete"
-    assert response.usage == Usage(9, 11, 20)
+    assert response.usage == Usage(9, 11, 20, final=True)
     assert response.finish_reason == "stop"
     (request,) = server.requests(url)
     assert request.path == f"/{version}/models/{MODEL}:generateContent"

@@ -103,26 +103,26 @@ def completed(usage: dict[str, Any] | None = None, **response: Any) -> dict[str,
 RECORDED = {
     # name: (text, tool calls, usage, finish, raw finish)
     "text.sse": (TEXT, [], Usage.of(21, 11, total_tokens=32, cached_input_tokens=0,
-                                    reasoning_tokens=0), "stop", "completed"),
+                                    reasoning_tokens=0, final=True), "stop", "completed"),
     "tool_call.sse": (
         "",
         [ToolCall("call_Vt3kP9xQm2LwR7nB5yZc8HdJ", "get_weather",
                   '{"city":"Paris","unit":"celsius"}')],
-        Usage.of(58, 19, total_tokens=77, cached_input_tokens=0, reasoning_tokens=0),
+        Usage.of(58, 19, total_tokens=77, cached_input_tokens=0, reasoning_tokens=0, final=True),
         "tool_calls",
         "completed",
     ),
     "incomplete.sse": (
         "The history of the Roman Empire spans more",
         [],
-        Usage.of(12, 8, total_tokens=20, cached_input_tokens=0, reasoning_tokens=0),
+        Usage.of(12, 8, total_tokens=20, cached_input_tokens=0, reasoning_tokens=0, final=True),
         "length",
         "max_output_tokens",
     ),
     "content_filter.sse": (
         "Sure, here is the",
         [],
-        Usage.of(15, 5, total_tokens=20, cached_input_tokens=0, reasoning_tokens=0),
+        Usage.of(15, 5, total_tokens=20, cached_input_tokens=0, reasoning_tokens=0, final=True),
         "content_filter",
         "content_filter",
     ),
@@ -285,7 +285,7 @@ def test_llama_server_shapes() -> None:
         ToolCall("fc_1", "get_weather", '{"city":"Paris"}'),
         ToolCall("fc_2", "get_weather", '{"city":"Rome"}'),
     ]
-    assert acc.usage == Usage.of(32, 12, total_tokens=44, cached_input_tokens=24)
+    assert acc.usage == Usage.of(32, 12, total_tokens=44, cached_input_tokens=24, final=True)
     assert acc.finish_reason == "tool_calls"
 
 

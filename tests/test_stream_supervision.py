@@ -374,3 +374,22 @@ def test_random_byte_splits_give_the_same_events(server: ReplayServer, sizes: li
     with client_for(server, TEXT) as client, client.stream("hi") as stream:
         reference = list(stream)
     assert events == reference
+
+
+def test_response_behaves_alike_on_both_twins(server: ReplayServer) -> None:
+    # `.response` is a property: it cannot wait on an event loop, so neither twin waits.
+    url = server.add(Scenario(TEXT))
+    with Client(base_url=url + "/v1") as client:
+        stream = client.stream("hi")
+        with pytest.raises(StreamError, match="has not ended"):
+            _ = stream.response
+        assert stream.final().text == stream.response.text
+
+    async def main() -> None:
+        async with AsyncClient(base_url=url + "/v1") as client:
+            astream = client.stream("hi")
+            with pytest.raises(StreamError, match="has not ended"):
+                _ = astream.response
+            assert (await astream.final()).text == astream.response.text
+
+    anyio.run(main)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -24,10 +24,124 @@ from .._events import StreamEvent
 from .._request import CallSpec, WireRequest
 from .._retry import parse_retry_after
 
-__all__ = ["AtomicResult", "Provider", "StreamDecoder", "error_from_body", "loads_event"]
+__all__ = [
+    "AtomicResult",
+    "Provider",
+    "Shape",
+    "StreamDecoder",
+    "auth_values",
+    "counts",
+    "error_from_body",
+    "loads_event",
+    "mask_secrets",
+    "shape_error",
+]
 
 NO_EVENTS: tuple[StreamEvent, ...] = ()
 _AUTH_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
+_MIN_SECRET = 6  # shorter "keys" (placeholders like "none") are not worth masking
+
+
+def auth_values(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The credentials in auth headers (`Authorization` without its "Bearer ", `x-api-key`,
+    `api-key`, `x-goog-api-key`)."""
+    found = []
+    for header, value in headers.items():
+        if header.lower() in _AUTH_HEADERS:
+            secret = value.removeprefix("Bearer ").removeprefix("bearer ").strip()
+            if len(secret) >= _MIN_SECRET:
+                found.append(secret)
+    return tuple(found)
+
+
+def mask_secrets(value: Any, secrets: Sequence[str]) -> Any:
+    """`value` (a str, or dicts and lists of them) with each secret replaced by `****` and
+    its last 4 characters; other values are returned as they are."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "****" + secret[-4:])
+        return value
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(mask_secrets(v, secrets) for v in value)
+    return value
+
+
+class Shape:
+    """Shape checks for one decoder: each returns the value when it has the expected type (or
+    is None, for the optional ones) and raises the ProtocolError naming what was expected.
+
+    Decoders check the type of everything they index or keep, so JSON of another shape is a
+    ProtocolError (blamed on the wire, retried) while a bug in our code raises as it is.
+    The hot paths inline the same `type(x) is T` tests.
+    """
+
+    __slots__ = ("provider",)
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def error(self, expected: str, got: Any) -> ProtocolError:
+        """The ProtocolError for `got`, which is not `expected`."""
+        return shape_error(self.provider, expected, got)
+
+    def obj(self, value: Any, what: str, data: Any) -> dict[str, Any]:
+        """`value` as a JSON object; None counts as an empty one."""
+        if type(value) is dict:
+            return value
+        if value is None:
+            return {}
+        raise shape_error(self.provider, f"{what} to be an object", data)
+
+    def arr(self, value: Any, what: str, data: Any) -> list[Any]:
+        """`value` as a JSON array; None counts as an empty one."""
+        if type(value) is list:
+            return value
+        if value is None:
+            return []
+        raise shape_error(self.provider, f"{what} to be an array", data)
+
+    def text(self, value: Any, what: str, data: Any) -> str | None:
+        """`value` as a string, or None."""
+        if value is None or type(value) is str:
+            return value
+        raise shape_error(self.provider, f"{what} to be a string", data)
+
+    def integer(self, value: Any, what: str, data: Any) -> int | None:
+        """`value` as an integer (not a bool), or None."""
+        if value is None or type(value) is int:
+            return value
+        raise shape_error(self.provider, f"{what} to be an integer", data)
+
+
+def counts(u: Any, keys: Sequence[str], provider: str | None) -> list[int | None]:
+    """The token counts `keys` of a usage object, each an integer or None.
+
+    Raises:
+        ProtocolError: the usage is not an object, or a count is not an integer.
+    """
+    if type(u) is not dict:
+        raise shape_error(provider or "", "usage to be an object", u)
+    out: list[int | None] = []
+    for key in keys:
+        value = u.get(key)
+        if value is not None and type(value) is not int:
+            raise shape_error(provider or "", f"usage {key} to be an integer", u)
+        out.append(value)
+    return out
+
+
+def shape_error(provider: str, expected: str, got: Any) -> ProtocolError:
+    """The ProtocolError for JSON of a shape the protocol does not allow: what was expected
+    and (the start of) what came."""
+    shown = got if isinstance(got, str) else json.dumps(got, ensure_ascii=False, default=repr)
+    if len(shown) > 200:
+        shown = shown[:200] + "…"
+    return ProtocolError(
+        f"unexpected shape: expected {expected}, got {shown}", provider=provider or None
+    )
 
 
 class StreamDecoder(Protocol):
@@ -82,6 +196,9 @@ class Provider:
     """The header that carries the API key."""
     auth_scheme: ClassVar[str] = "Bearer "
     """What comes before the key in that header ("" for a bare key)."""
+    connect_hint: str = ""
+    """Appended to a connection error's message (set for the default local endpoint: how to
+    start a server there, which keys select a hosted provider; see `_config.local_hint`)."""
     compatible_label: ClassVar[str | None] = None
     """The provider name reported when the base URL is not the official host (for example
     "openai-compatible" for llama.cpp, vLLM or Ollama), unless `name=` is given."""
@@ -117,6 +234,44 @@ class Provider:
         has_auth = any(h.lower() in _AUTH_HEADERS for h in self.extra_headers)
         if not api_key and not has_auth and self.official:
             raise MissingAPIKeyError(self.label, self.api_key_env)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The credentials this provider sends: its API key and the values of auth headers
+        given in `headers` (without a "Bearer " prefix). Masked in every error it raises."""
+        found = (self._api_key,) if self._api_key else ()
+        return tuple(s for s in found if len(s) >= _MIN_SECRET) + auth_values(self.extra_headers)
+
+    def redact(self, error: BaseException, extra: Sequence[str] = ()) -> BaseException:
+        """Mask this provider's credentials (and `extra` ones, e.g. auth headers given for
+        one call) in `error` in place: its message and, for an `APIStatusError`, its `body`,
+        keeping their last 4 characters: `****abcd`.
+
+        A provider that echoes the key in an error body (some do, for a wrong key) would
+        otherwise put it in logs, tracebacks and error reporters. Returns `error`.
+        """
+        secrets = (*self.secrets, *extra)
+        if not secrets:
+            return error
+        error.args = tuple(mask_secrets(a, secrets) for a in error.args)
+        if isinstance(error, APIStatusError) and error.body is not None:
+            error.body = mask_secrets(error.body, secrets)
+        return error
+
+    def check_sampling(self, spec: CallSpec, supported: Collection[str]) -> None:
+        """Reject the sampling options (`CallSpec.sampling_set()`) this protocol has no
+        field for, before any request is made.
+
+        Raises:
+            ConfigurationError: naming the provider, the option and what to do instead.
+        """
+        for option in spec.sampling_set():
+            if option not in supported:
+                raise ConfigurationError(
+                    f"{self.label} ({self.protocol}) has no {option} parameter: drop "
+                    f"{option}=, or route this call to a provider that has one "
+                    f"(supported here: {', '.join(sorted(supported)) or 'none'})"
+                )
 
     def request_headers(self, **fixed: str) -> dict[str, str]:
         """Headers for a request: `fixed` ones, the caller's extra headers, then the key."""
@@ -154,8 +309,13 @@ class Provider:
     def error_from_response(
         self, status_code: int, body: bytes, headers: Mapping[str, str]
     ) -> APIStatusError | ProtocolError:
-        """Turn a non-2xx response (or a 2xx that is not JSON/SSE) into a typed error."""
-        return error_from_body(self.label, status_code, body, headers)
+        """Turn a non-2xx response (or a 2xx that is not JSON/SSE) into a typed error, with
+        this provider's credentials masked (see `redact`)."""
+        for secret in self.secrets:  # before any truncation could cut a key in two
+            body = body.replace(secret.encode(), f"****{secret[-4:]}".encode())
+        error = error_from_body(self.label, status_code, body, headers)
+        self.redact(error)
+        return error
 
 
 class _Atomic:
@@ -185,8 +345,11 @@ def loads_event(provider: str, data: str) -> Any:
     try:
         return json.loads(data)
     except ValueError:
-        shown = data if len(data) <= 200 else data[:200] + "…"
-        raise ProtocolError(f"SSE data is not JSON: {shown!r}", provider=provider) from None
+        pass
+    # Raised outside the handler: the JSONDecodeError (whose `doc` is the whole data, which
+    # may echo a key) must not ride along as the error's __context__.
+    shown = data if len(data) <= 200 else data[:200] + "…"
+    raise ProtocolError(f"SSE data is not JSON: {shown!r}", provider=provider)
 
 
 def error_from_body(

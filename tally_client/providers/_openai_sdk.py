@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from .._errors import ConfigurationError
 from ._base import Provider
 
-__all__ = ["OpenAIClientSettings", "_from_openai_sdk", "read_openai_client"]
+__all__ = ["OpenAIClientSettings", "from_openai_sdk", "read_openai_client"]
 
 P = TypeVar("P", bound=Provider)
 
@@ -127,7 +127,7 @@ def _is_value(value: object) -> bool:
     return value is not None and type(value).__name__ not in ("Omit", "NotGiven")
 
 
-def _from_openai_sdk(cls: type[P], client: Any, *, name: str | None = None) -> P:
+def from_openai_sdk(cls: type[P], client: Any, *, name: str | None = None) -> P:
     """Build an OpenAI provider codec (Chat Completions or Responses) from an SDK client.
 
     Args:

@@ -33,7 +33,16 @@ from .._errors import ConfigurationError, ProtocolError
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
 from .._request import CallSpec, Message, Tool, WireRequest
 from .._response import FinishReason, ToolCall, Usage
-from ._base import NO_EVENTS, AtomicResult, Provider, atomic, in_stream_error, loads_event
+from ._base import (
+    NO_EVENTS,
+    AtomicResult,
+    Provider,
+    Shape,
+    atomic,
+    counts,
+    in_stream_error,
+    loads_event,
+)
 
 __all__ = ["DEFAULT_MAX_TOKENS", "AnthropicProvider", "MessagesStreamDecoder"]
 
@@ -54,6 +63,9 @@ FINISH_REASONS: dict[str, FinishReason] = {
 }
 """Anthropic `stop_reason` -> FinishReason (wire-formats.md §3.5); unknown ones map to "stop"."""
 
+SAMPLING = frozenset({"stop", "top_p", "top_k"})
+"""Sampling options of the Messages API (`stop` is sent as `stop_sequences`)."""
+
 _SDK_CLASSES = frozenset({"Anthropic", "AsyncAnthropic"})
 
 
@@ -62,24 +74,36 @@ def finish(raw: str) -> Finished:
     return Finished(FINISH_REASONS.get(raw, "stop"), raw)
 
 
-def usage_from(u: Mapping[str, Any]) -> Usage:
+def usage_from(u: Any, *, final: bool = False, provider: str | None = None) -> Usage:
     """Usage from an Anthropic `usage` object (merged message_start + message_delta fields).
 
     Input tokens are `input_tokens` + `cache_creation_input_tokens` + `cache_read_input_tokens`
     (Anthropic's `input_tokens` counts only the uncached part); `cached_input_tokens` is
     `cache_read_input_tokens`; `reasoning_tokens` is `output_tokens_details.thinking_tokens`.
     Input is None (missing) when `input_tokens` itself is not reported.
+
+    Raises:
+        ProtocolError: not an object, or a count that is not an integer.
     """
-    input_tokens = u.get("input_tokens")
-    cache_read = u.get("cache_read_input_tokens")
-    if isinstance(input_tokens, int):
-        input_tokens += (u.get("cache_creation_input_tokens") or 0) + (cache_read or 0)
-    details = u.get("output_tokens_details") or {}
+    input_tokens, created, cache_read, output = counts(
+        u,
+        (
+            "input_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "output_tokens",
+        ),
+        provider,
+    )
+    if input_tokens is not None:
+        input_tokens += (created or 0) + (cache_read or 0)
+    (thinking,) = counts(u.get("output_tokens_details") or {}, ("thinking_tokens",), provider)
     return Usage.of(
         input_tokens,
-        u.get("output_tokens"),
+        output,
         cached_input_tokens=cache_read,
-        reasoning_tokens=details.get("thinking_tokens"),
+        reasoning_tokens=thinking,
+        final=final,
     )
 
 
@@ -302,8 +326,15 @@ class AnthropicProvider(Provider):
     def build_request(self, spec: CallSpec, model: str, *, stream: bool) -> WireRequest:
         """The `/v1/messages` request (see the class docstring for defaults and the schema).
 
+        Sampling: `stop` -> `stop_sequences`, `top_p`, `top_k` (Anthropic API reference,
+        "Messages"); the API has no seed and no presence/frequency penalties. The anthropic
+        SDK dropped its `temperature`/`top_p`/`top_k` keywords in 1.0 (August 2026; 2.14 has
+        none), while the API still takes them on models that support sampling options; some
+        recent models reject `temperature` and `top_p` together (a 400 from the provider).
+
         Raises:
-            ConfigurationError: a message cannot be translated (see `wire_messages`).
+            ConfigurationError: a message cannot be translated (see `wire_messages`); seed,
+                presence_penalty or frequency_penalty.
         """
         system, messages = wire_messages(spec.messages)
         body: dict[str, Any] = {
@@ -317,6 +348,13 @@ class AnthropicProvider(Provider):
             body["stream"] = True
         if spec.temperature is not None:
             body["temperature"] = spec.temperature
+        self.check_sampling(spec, SAMPLING)
+        if spec.stop:
+            body["stop_sequences"] = list(spec.stop)
+        if spec.top_p is not None:
+            body["top_p"] = spec.top_p
+        if spec.top_k is not None:
+            body["top_k"] = spec.top_k
         if spec.tools:
             body["tools"] = [wire_tool(t) for t in spec.tools]
         extra = dict(spec.extra_body)
@@ -340,26 +378,41 @@ class AnthropicProvider(Provider):
         """
         if isinstance(body, dict) and body.get("type") == "error":
             raise in_stream_error(self.label, body)
-        content = body.get("content") if isinstance(body, dict) else None
-        if not isinstance(content, list):
+        shape = Shape(self.label)
+        content = body.get("content") if type(body) is dict else None
+        if type(content) is not list:
             raise ProtocolError(f"not a message body: {str(body)[:200]!r}", provider=self.label)
         events: list[StreamEvent] = []
         calls = 0
         for block in content:
+            if type(block) is not dict:
+                raise shape.error("each content block to be an object", body)
             kind = block.get("type")
-            if kind == "text" and block.get("text"):
-                events.append(TextDelta(block["text"]))
-            elif kind == "thinking" and block.get("thinking"):
-                events.append(ThinkingDelta(block["thinking"]))
+            if kind == "text":
+                text = shape.text(block.get("text"), "a text block's text", body)
+                if text:
+                    events.append(TextDelta(text))
+            elif kind == "thinking":
+                thinking = shape.text(block.get("thinking"), "a thinking block's text", body)
+                if thinking:
+                    events.append(ThinkingDelta(thinking))
             elif kind == "tool_use":
-                arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
-                events.append(ToolCallDelta(calls, block.get("id"), block.get("name"), arguments))
+                given = shape.obj(block.get("input"), "a tool_use block's input", body)
+                arguments = json.dumps(given, ensure_ascii=False)
+                call_id = shape.text(block.get("id"), "a tool_use block's id", body)
+                name = shape.text(block.get("name"), "a tool_use block's name", body)
+                events.append(ToolCallDelta(calls, call_id, name, arguments))
                 calls += 1
         if body.get("usage"):
-            events.append(UsageReported(usage_from(body["usage"])))
-        if body.get("stop_reason"):
-            events.append(finish(body["stop_reason"]))
-        return atomic(events, body.get("model"), body.get("id"))
+            events.append(UsageReported(usage_from(body["usage"], final=True, provider=self.label)))
+        raw = shape.text(body.get("stop_reason"), "stop_reason", body)
+        if raw:
+            events.append(finish(raw))
+        return atomic(
+            events,
+            shape.text(body.get("model"), "model", body),
+            shape.text(body.get("id"), "id", body),
+        )
 
     def new_decoder(self) -> MessagesStreamDecoder:
         """A decoder for one streamed attempt."""
@@ -371,13 +424,25 @@ class MessagesStreamDecoder:
 
     Dispatches on the JSON `type` (equal to the SSE name); an `event: error` raises whatever
     its data's shape. Tool calls are numbered by their position among the message's `tool_use`
-    blocks (not by the block index, which counts text and thinking blocks too).
+    blocks (not by the block index, which counts text and thinking blocks too). Every field
+    read is type-checked: an event of another shape is a ProtocolError naming what was
+    expected. Usage is final only in the `message_delta` that carries the `stop_reason`.
     """
 
-    __slots__ = ("_calls", "_pending", "_provider", "_usage", "model", "response_id", "terminal")
+    __slots__ = (
+        "_calls",
+        "_pending",
+        "_provider",
+        "_shape",
+        "_usage",
+        "model",
+        "response_id",
+        "terminal",
+    )
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
+        self._shape = Shape(provider)
         self._calls: dict[int, int] = {}  # content block index -> tool call position
         self._pending: dict[int, Any] = {}  # block index -> non-empty input of its start event
         self._usage: dict[str, Any] = {}
@@ -394,77 +459,109 @@ class MessagesStreamDecoder:
             raise in_stream_error(
                 self._provider, payload if isinstance(payload, dict) else {"message": data}
             )
-        try:
-            kind = payload["type"]
-            if kind == "content_block_delta":
-                delta = payload["delta"]
-                if delta["type"] == "text_delta":
-                    return (TextDelta(delta["text"]),)  # the common event
-                return self._delta(payload["index"], delta)
-            if kind == "content_block_start":
-                return self._block_start(payload["index"], payload["content_block"])
-            if kind == "content_block_stop":
-                return self._block_stop(payload["index"])
-            if kind == "message_delta":
-                return self._message_delta(payload)
-            if kind == "message_start":
-                return self._message_start(payload["message"])
-            if kind == "message_stop":
-                self.terminal = True
-                return NO_EVENTS
-            if kind == "error":
-                raise in_stream_error(self._provider, payload)
-        except (KeyError, TypeError, AttributeError):
-            raise ProtocolError(
-                f"malformed Messages event: {data[:200]!r}", provider=self._provider
-            ) from None
+        if type(payload) is not dict:
+            raise self._shape.error("an event object", data)
+        kind = payload.get("type")
+        if kind == "content_block_delta":
+            delta = payload.get("delta")
+            if type(delta) is dict and delta.get("type") == "text_delta":
+                text = delta.get("text")
+                if type(text) is str:
+                    return (TextDelta(text),)  # the common event
+            return self._delta(payload, delta, data)
+        if kind == "content_block_start":
+            return self._block_start(payload, data)
+        if kind == "content_block_stop":
+            return self._block_stop(self._index(payload, data))
+        if kind == "message_delta":
+            return self._message_delta(payload, data)
+        if kind == "message_start":
+            return self._message_start(payload, data)
+        if kind == "message_stop":
+            self.terminal = True
+            return NO_EVENTS
+        if kind == "error":
+            raise in_stream_error(self._provider, payload)
+        if type(kind) is not str:
+            raise self._shape.error("an event with a string `type`", data)
         return NO_EVENTS  # ping, and event types newer than this module
 
-    def _message_start(self, message: Mapping[str, Any]) -> Sequence[StreamEvent]:
-        self.model = message.get("model")
-        self.response_id = message.get("id")
-        usage = message.get("usage")
+    def _index(self, payload: dict[str, Any], data: str) -> int:
+        index = payload.get("index")
+        if type(index) is not int:
+            raise self._shape.error("a content block `index` integer", data)
+        return index
+
+    def _message_start(self, payload: dict[str, Any], data: str) -> Sequence[StreamEvent]:
+        message = payload.get("message")
+        if type(message) is not dict:
+            raise self._shape.error("message_start.message to be an object", data)
+        self.model = self._shape.text(message.get("model"), "message.model", data)
+        self.response_id = self._shape.text(message.get("id"), "message.id", data)
+        usage = self._shape.obj(message.get("usage"), "message.usage", data)
         if not usage:
             return NO_EVENTS
         self._usage = {k: v for k, v in usage.items() if v is not None}
-        return (UsageReported(usage_from(self._usage)),)
+        # The input counts and a first output count: not the call's final usage.
+        return (UsageReported(usage_from(self._usage, provider=self._provider)),)
 
-    def _message_delta(self, payload: Mapping[str, Any]) -> Sequence[StreamEvent]:
+    def _message_delta(self, payload: dict[str, Any], data: str) -> Sequence[StreamEvent]:
         events: list[StreamEvent] = []
-        usage = payload.get("usage")
+        usage = self._shape.obj(payload.get("usage"), "message_delta.usage", data)
+        delta = self._shape.obj(payload.get("delta"), "message_delta.delta", data)
+        raw = self._shape.text(delta.get("stop_reason"), "delta.stop_reason", data)
         if usage:
             # Cumulative counts: non-null fields override message_start's, never add to them.
             self._usage.update((k, v) for k, v in usage.items() if v is not None)
-            events.append(UsageReported(usage_from(self._usage)))
-        raw = (payload.get("delta") or {}).get("stop_reason")
+        if usage or (raw and self._usage):
+            # The message_delta with the stop_reason carries the call's final counts.
+            final = bool(raw)
+            events.append(
+                UsageReported(usage_from(self._usage, final=final, provider=self._provider))
+            )
         if raw:
             events.append(finish(raw))
         return events
 
-    def _block_start(self, index: int, block: Mapping[str, Any]) -> Sequence[StreamEvent]:
+    def _block_start(self, payload: dict[str, Any], data: str) -> Sequence[StreamEvent]:
+        shape = self._shape
+        block = payload.get("content_block")
+        if type(block) is not dict:
+            raise shape.error("content_block_start.content_block to be an object", data)
+        index = self._index(payload, data)
         kind = block.get("type")
         if kind == "tool_use":
             position = self._calls[index] = len(self._calls)
-            if block.get("input"):
-                self._pending[index] = block["input"]
-            return (ToolCallDelta(position, block.get("id"), block.get("name"), ""),)
-        if kind == "text" and block.get("text"):
-            return (TextDelta(block["text"]),)
-        if kind == "thinking" and block.get("thinking"):
-            return (ThinkingDelta(block["thinking"]),)
+            given = block.get("input")
+            if given:
+                self._pending[index] = shape.obj(given, "tool_use.input", data)
+            call_id = shape.text(block.get("id"), "tool_use.id", data)
+            name = shape.text(block.get("name"), "tool_use.name", data)
+            return (ToolCallDelta(position, call_id, name, ""),)
+        if kind == "text":
+            text = shape.text(block.get("text"), "a text block's text", data)
+            return (TextDelta(text),) if text else NO_EVENTS
+        if kind == "thinking":
+            thinking = shape.text(block.get("thinking"), "a thinking block's text", data)
+            return (ThinkingDelta(thinking),) if thinking else NO_EVENTS
         return NO_EVENTS  # server_tool_use, redacted_thinking, ...: not client output
 
-    def _delta(self, index: int, delta: Mapping[str, Any]) -> Sequence[StreamEvent]:
+    def _delta(self, payload: dict[str, Any], delta: Any, data: str) -> Sequence[StreamEvent]:
+        if type(delta) is not dict:
+            raise self._shape.error("content_block_delta.delta to be an object", data)
         kind = delta.get("type")
+        if kind == "text_delta":
+            raise self._shape.error("text_delta.text to be a string", data)
+        index = self._index(payload, data)
         if kind == "input_json_delta":
             position = self._calls.get(index)
-            fragment = delta.get("partial_json")
+            fragment = self._shape.text(delta.get("partial_json"), "partial_json", data)
             if position is None or not fragment:
                 return NO_EVENTS
             self._pending.pop(index, None)  # the deltas carry the input
             return (ToolCallDelta(position, None, None, fragment),)
         if kind == "thinking_delta":
-            thinking = delta.get("thinking")
+            thinking = self._shape.text(delta.get("thinking"), "thinking_delta.thinking", data)
             return (ThinkingDelta(thinking),) if thinking else NO_EVENTS
         return NO_EVENTS  # signature_delta, citations_delta, newer delta types
 

@@ -51,7 +51,16 @@ from .._errors import ConfigurationError, ProtocolError
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
 from .._request import CallSpec, Message, WireRequest
 from .._response import FinishReason, ToolCall, Usage
-from ._base import NO_EVENTS, AtomicResult, Provider, atomic, in_stream_error, loads_event
+from ._base import (
+    NO_EVENTS,
+    AtomicResult,
+    Provider,
+    Shape,
+    atomic,
+    counts,
+    in_stream_error,
+    loads_event,
+)
 
 __all__ = ["GeminiProvider", "GeminiStreamDecoder"]
 
@@ -90,6 +99,15 @@ FINISH_REASONS: dict[str, FinishReason] = {
 """Gemini `finishReason` -> FinishReason. Every Gemini reason but STOP, MAX_TOKENS and
 CONTINUATION marks an abnormal end, so a reason not listed here maps to "error"."""
 
+GENERATION_FIELDS = (
+    ("seed", "seed"),
+    ("top_p", "topP"),
+    ("top_k", "topK"),
+    ("presence_penalty", "presencePenalty"),
+    ("frequency_penalty", "frequencyPenalty"),
+)
+"""Sampling options -> `generationConfig` fields (stop -> `stopSequences`)."""
+
 THOUGHT_SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
 """Google's documented stand-in for a `functionCall`'s thought signature that is not at hand."""
 
@@ -105,16 +123,27 @@ def finish(raw: str, called: bool) -> Finished:
     return Finished(FINISH_REASONS.get(raw, "error"), raw)
 
 
-def usage_from(u: Mapping[str, Any]) -> Usage:
+def usage_from(u: Any, *, final: bool = False, provider: str | None = None) -> Usage:
     """Usage from a `usageMetadata` object (a running total; counts in tokens).
 
     input = promptTokenCount (+ toolUsePromptTokenCount); output = candidatesTokenCount +
     thoughtsTokenCount (thinking counted); a count the object lacks stays missing (None).
+
+    Raises:
+        ProtocolError: not an object, or a count that is not an integer.
     """
-    prompt = u.get("promptTokenCount")
-    tool_prompt = u.get("toolUsePromptTokenCount")
-    candidates = u.get("candidatesTokenCount")
-    thoughts = u.get("thoughtsTokenCount")
+    prompt, tool_prompt, candidates, thoughts, total, cached = counts(
+        u,
+        (
+            "promptTokenCount",
+            "toolUsePromptTokenCount",
+            "candidatesTokenCount",
+            "thoughtsTokenCount",
+            "totalTokenCount",
+            "cachedContentTokenCount",
+        ),
+        provider,
+    )
     if tool_prompt is not None:
         prompt = (prompt or 0) + tool_prompt
     output = candidates
@@ -123,9 +152,10 @@ def usage_from(u: Mapping[str, Any]) -> Usage:
     return Usage.of(
         prompt,
         output,
-        total_tokens=u.get("totalTokenCount"),
-        cached_input_tokens=u.get("cachedContentTokenCount"),
+        total_tokens=total,
+        cached_input_tokens=cached,
         reasoning_tokens=thoughts,
+        final=final,
     )
 
 
@@ -386,7 +416,9 @@ class GeminiProvider(Provider):
 
         `model` may be bare ("gemini-2.5-flash") or a resource name ("models/...",
         "tunedModels/..."). `extra_body` is merged last, one level deep for object fields
-        (so `{"generationConfig": {"thinkingConfig": ...}}` keeps maxOutputTokens).
+        (so `{"generationConfig": {"thinkingConfig": ...}}` keeps maxOutputTokens). Sampling
+        options go in `generationConfig`: `stopSequences`, `seed`, `topP`, `topK`,
+        `presencePenalty`, `frequencyPenalty` (Gemini API reference, `GenerationConfig`).
 
         Raises:
             ConfigurationError: messages Gemini cannot take (see `wire_contents`).
@@ -409,6 +441,12 @@ class GeminiProvider(Provider):
             config["maxOutputTokens"] = spec.max_tokens
         if spec.temperature is not None:
             config["temperature"] = spec.temperature
+        if spec.stop:
+            config["stopSequences"] = list(spec.stop)
+        for option, field in GENERATION_FIELDS:
+            value = getattr(spec, option)
+            if value is not None:
+                config[field] = value
         if spec.schema is not None:
             config["responseMimeType"] = "application/json"
             config["responseJsonSchema"] = dict(spec.schema)
@@ -454,16 +492,21 @@ class GeminiProvider(Provider):
 class GeminiStreamDecoder:
     """Decodes streamed `GenerateContentResponse` chunks (candidate 0) into StreamEvents.
 
+    Every field read is type-checked: a chunk of another shape is a ProtocolError naming
+    what was expected. Usage is final on the chunk with the `finishReason` (or the blocked
+    prompt's), running totals before it.
+
     Attributes:
         terminal: True once candidate 0 sent its `finishReason`, or the prompt was blocked.
         model: `modelVersion` of the first chunk.
         response_id: `responseId` of the first chunk.
     """
 
-    __slots__ = ("_calls", "_provider", "_usage", "model", "response_id", "terminal")
+    __slots__ = ("_calls", "_provider", "_shape", "_usage", "model", "response_id", "terminal")
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
+        self._shape = Shape(provider)
         self._calls = 0  # functionCall parts seen so far: the next call's index
         self._usage: Any = None  # the last usageMetadata reported, to skip repeats
         self.terminal = False
@@ -477,10 +520,7 @@ class GeminiStreamDecoder:
             raise ProtocolError(
                 f"SSE data is not a JSON object: {data[:200]!r}", provider=self._provider
             )
-        try:
-            return self._decode(chunk)
-        except (AttributeError, TypeError, IndexError) as exc:
-            raise self._shape_error(exc, data) from None
+        return self._decode(chunk, data)
 
     def decode(self, chunk: dict[str, Any]) -> Sequence[StreamEvent]:
         """Decode one GenerateContentResponse (a stream chunk or a whole atomic body).
@@ -489,77 +529,102 @@ class GeminiStreamDecoder:
             APIStatusError: the chunk is an `{"error": ...}` object.
             ProtocolError: a field does not have the type the protocol gives it.
         """
-        try:
-            return self._decode(chunk)
-        except (AttributeError, TypeError, IndexError) as exc:
-            raise self._shape_error(exc, json.dumps(chunk)) from None
+        return self._decode(chunk, chunk)
 
-    def _shape_error(self, exc: Exception, data: str) -> ProtocolError:
-        return ProtocolError(
-            f"not a GenerateContentResponse ({type(exc).__name__}: {exc}): {data[:200]!r}",
-            provider=self._provider,
-        )
+    def _meta(self, chunk: dict[str, Any], data: Any) -> None:
+        self.model = self._shape.text(chunk.get("modelVersion"), "modelVersion", data)
+        self.response_id = self._shape.text(chunk.get("responseId"), "responseId", data)
 
-    def _decode(self, chunk: dict[str, Any]) -> Sequence[StreamEvent]:
+    def _decode(self, chunk: dict[str, Any], data: Any) -> Sequence[StreamEvent]:
         candidates = chunk.get("candidates")
         if not candidates:
-            return self._no_candidates(chunk)
+            return self._no_candidates(chunk, data)
         if self.model is None:
-            self.model = chunk.get("modelVersion")
-            self.response_id = chunk.get("responseId")
-        candidate = candidates[0]
-        if len(candidates) > 1:
-            candidate = next((c for c in candidates if not c.get("index")), candidate)
+            self._meta(chunk, data)
+        candidate = self._candidate(candidates, data)
         content = candidate.get("content")
+        if content is not None and type(content) is not dict:
+            raise self._shape.error("candidate.content to be an object", data)
         parts = content.get("parts") if content else None
+        if parts is not None and type(parts) is not list:
+            raise self._shape.error("content.parts to be an array", data)
         raw = candidate.get("finishReason")
+        if raw is not None and type(raw) is not str:
+            raise self._shape.error("finishReason to be a string", data)
         usage = chunk.get("usageMetadata")
-        if usage is not None and usage != self._usage:
+        if usage is not None and (usage != self._usage or raw is not None):
             self._usage = usage
         else:
             usage = None
         if raw is None and parts is not None and len(parts) == 1:
             part = parts[0]
-            text = part.get("text")
-            if text and not part.get("thought"):
-                # The common chunk: one text piece, maybe a new running usage total.
-                if usage is None:
-                    return (TextDelta(text),)
-                return (TextDelta(text), UsageReported(usage_from(usage)))
-        events: list[StreamEvent] = []
-        for part in parts or ():
-            text = part.get("text")
-            if text:
-                events.append(ThinkingDelta(text) if part.get("thought") else TextDelta(text))
-                continue
-            call = part.get("functionCall")
-            if call is not None:
-                arguments = json.dumps(call.get("args") or {}, ensure_ascii=False)
-                events.append(
-                    ToolCallDelta(self._calls, call.get("id"), call.get("name"), arguments)
-                )
-                self._calls += 1
+            if type(part) is dict:
+                text = part.get("text")
+                if type(text) is str and text and not part.get("thought"):
+                    # The common chunk: one text piece, maybe a new running usage total.
+                    if usage is None:
+                        return (TextDelta(text),)
+                    return (
+                        TextDelta(text),
+                        UsageReported(usage_from(usage, provider=self._provider)),
+                    )
+        events = self._parts(parts, data) if parts else []
         if usage is not None:
-            events.append(UsageReported(usage_from(usage)))
+            final = raw is not None  # the last chunk's total is the call's usage
+            events.append(UsageReported(usage_from(usage, final=final, provider=self._provider)))
         if raw is not None:
             self.terminal = True
             events.append(finish(raw, self._calls > 0))
         return events
 
-    def _no_candidates(self, chunk: dict[str, Any]) -> Sequence[StreamEvent]:
+    def _parts(self, parts: list[Any], data: Any) -> list[StreamEvent]:
+        shape = self._shape
+        events: list[StreamEvent] = []
+        for part in parts:
+            if type(part) is not dict:
+                raise shape.error("each part to be an object", data)
+            text = shape.text(part.get("text"), "part.text", data)
+            if text:
+                events.append(ThinkingDelta(text) if part.get("thought") else TextDelta(text))
+                continue
+            call = part.get("functionCall")
+            if call is not None:
+                if type(call) is not dict:
+                    raise shape.error("functionCall to be an object", data)
+                args = shape.obj(call.get("args"), "functionCall.args", data)
+                arguments = json.dumps(args, ensure_ascii=False)
+                call_id = shape.text(call.get("id"), "functionCall.id", data)
+                name = shape.text(call.get("name"), "functionCall.name", data)
+                events.append(ToolCallDelta(self._calls, call_id, name, arguments))
+                self._calls += 1
+        return events
+
+    def _candidate(self, candidates: Any, data: Any) -> dict[str, Any]:
+        if type(candidates) is not list:
+            raise self._shape.error("candidates to be an array", data)
+        candidate = candidates[0]
+        if len(candidates) > 1:
+            candidate = next(
+                (c for c in candidates if type(c) is dict and not c.get("index")), candidate
+            )
+        if type(candidate) is not dict:
+            raise self._shape.error("candidates[0] to be an object", data)
+        return candidate
+
+    def _no_candidates(self, chunk: dict[str, Any], data: Any) -> Sequence[StreamEvent]:
         """A chunk without candidates: an error, a blocked prompt, or usage alone."""
         if "error" in chunk:
             raise in_stream_error(self._provider, chunk)
         if self.model is None:
-            self.model = chunk.get("modelVersion")
-            self.response_id = chunk.get("responseId")
+            self._meta(chunk, data)
+        feedback = self._shape.obj(chunk.get("promptFeedback"), "promptFeedback", data)
+        reason = feedback.get("blockReason")
         events: list[StreamEvent] = []
         usage = chunk.get("usageMetadata")
-        if usage is not None and usage != self._usage:
+        if usage is not None and (usage != self._usage or reason):
             self._usage = usage
-            events.append(UsageReported(usage_from(usage)))
-        feedback = chunk.get("promptFeedback")
-        reason = feedback.get("blockReason") if isinstance(feedback, Mapping) else None
+            final = bool(reason)
+            events.append(UsageReported(usage_from(usage, final=final, provider=self._provider)))
         if reason:
             # The prompt was blocked: no candidate will come, and this chunk is the last.
             self.terminal = True

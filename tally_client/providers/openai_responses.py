@@ -35,8 +35,17 @@ from .._errors import APIStatusError, ProtocolError, status_error
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
 from .._request import CallSpec, Message, WireRequest
 from .._response import FinishReason, ToolCall, Usage
-from ._base import NO_EVENTS, AtomicResult, Provider, atomic, in_stream_error, loads_event
-from ._openai_sdk import _from_openai_sdk
+from ._base import (
+    NO_EVENTS,
+    AtomicResult,
+    Provider,
+    Shape,
+    atomic,
+    counts,
+    in_stream_error,
+    loads_event,
+)
+from ._openai_sdk import from_openai_sdk
 
 __all__ = ["OpenAIResponsesProvider", "ResponsesStreamDecoder"]
 
@@ -59,21 +68,38 @@ _CLIENT_ERROR_PREFIXES = ("invalid_", "image_", "unsupported_", "failed_to_downl
 _PART_TYPES = {"text": "input_text", "image_url": "input_image", "file": "input_file"}
 
 
-def usage_from(u: Mapping[str, Any]) -> Usage:
-    """Usage from a Responses `usage` object (the `*_details` objects are optional)."""
-    input_details = u.get("input_tokens_details") or {}
-    output_details = u.get("output_tokens_details") or {}
+SAMPLING = frozenset({"top_p"})
+"""The only sampling option of `POST /responses` besides temperature."""
+
+
+def usage_from(u: Any, *, final: bool = False, provider: str | None = None) -> Usage:
+    """Usage from a Responses `usage` object (the `*_details` objects are optional).
+
+    Raises:
+        ProtocolError: not an object, or a count that is not an integer.
+    """
+    input_tokens, output_tokens, total = counts(
+        u, ("input_tokens", "output_tokens", "total_tokens"), provider
+    )
+    (cached,) = counts(u.get("input_tokens_details") or {}, ("cached_tokens",), provider)
+    (reasoning,) = counts(u.get("output_tokens_details") or {}, ("reasoning_tokens",), provider)
     return Usage.of(
-        u.get("input_tokens"),
-        u.get("output_tokens"),
-        total_tokens=u.get("total_tokens"),
-        cached_input_tokens=input_details.get("cached_tokens"),
-        reasoning_tokens=output_details.get("reasoning_tokens"),
+        input_tokens,
+        output_tokens,
+        total_tokens=total,
+        cached_input_tokens=cached,
+        reasoning_tokens=reasoning,
+        final=final,
     )
 
 
 def finish_of(
-    response: Mapping[str, Any], *, tool_calls: bool, refusal: bool, status: str | None = None
+    response: dict[str, Any],
+    *,
+    tool_calls: bool,
+    refusal: bool,
+    shape: Shape,
+    status: str | None = None,
 ) -> Finished | None:
     """The Finished event for a Response object, or None if it has not finished.
 
@@ -81,14 +107,19 @@ def finish_of(
     leave it out). `completed` gives "stop" ("tool_calls" when function calls were produced,
     "content_filter" when the model refused; raw "completed"); `incomplete` maps
     `incomplete_details.reason` (raw: the reason itself, e.g. "max_output_tokens").
+
+    Raises:
+        ProtocolError: `status` or `incomplete_details` of another type.
     """
-    status = response.get("status") or status
+    status = shape.text(response.get("status"), "response.status", response) or status
     if status == "completed":
         if refusal:
             return Finished("content_filter", "completed")
         return Finished("tool_calls" if tool_calls else "stop", "completed")
     if status == "incomplete":
-        reason = (response.get("incomplete_details") or {}).get("reason") or "incomplete"
+        details = shape.obj(response.get("incomplete_details"), "incomplete_details", response)
+        reason = shape.text(details.get("reason"), "incomplete_details.reason", response)
+        reason = reason or "incomplete"
         return Finished(INCOMPLETE_REASONS.get(reason, "length"), reason)
     return None
 
@@ -206,35 +237,65 @@ def input_items(messages: Sequence[Message]) -> list[Any]:
     return items
 
 
-def output_events(output: Any, events: list[StreamEvent], *, first_call: int = 0) -> bool:
+def _message_parts(
+    item: dict[str, Any], events: list[StreamEvent], shape: Shape, data: Any
+) -> bool:
+    """Append a message item's text and refusal parts; returns whether it refused."""
+    refusal = False
+    for part in shape.arr(item.get("content"), "message.content", data):
+        if type(part) is not dict:
+            raise shape.error("each content part to be an object", data)
+        ptype = part.get("type")
+        if ptype == "output_text":
+            text = shape.text(part.get("text"), "output_text.text", data)
+            if text:
+                events.append(TextDelta(text))
+        elif ptype == "refusal":
+            text = shape.text(part.get("refusal"), "refusal.refusal", data)
+            if text:
+                refusal = True
+                events.append(TextDelta(text))
+    return refusal
+
+
+def output_events(
+    output: Any, events: list[StreamEvent], shape: Shape, data: Any, *, first_call: int = 0
+) -> bool:
     """Append the events for a Response's `output` items; returns whether a refusal was seen.
 
     Messages give TextDelta (`output_text` and `refusal` parts), reasoning items ThinkingDelta
     (their `reasoning_text` content, else their summary), function calls ToolCallDelta
     numbered from `first_call`.
+
+    Raises:
+        ProtocolError: an item, a part or a field of another type than the API gives it.
     """
     refusal = False
     index = first_call
-    for item in output or ():
+    for item in shape.arr(output, "output", data):
+        if type(item) is not dict:
+            raise shape.error("each output item to be an object", data)
         kind = item.get("type")
         if kind == "message":
-            for part in item.get("content") or ():
-                ptype = part.get("type")
-                if ptype == "output_text" and part.get("text"):
-                    events.append(TextDelta(part["text"]))
-                elif ptype == "refusal" and part.get("refusal"):
-                    refusal = True
-                    events.append(TextDelta(part["refusal"]))
+            refusal = _message_parts(item, events, shape, data) or refusal
         elif kind == "function_call":
             events.append(
                 ToolCallDelta(
-                    index, item.get("call_id"), item.get("name"), item.get("arguments") or ""
+                    index,
+                    shape.text(item.get("call_id"), "function_call.call_id", data),
+                    shape.text(item.get("name"), "function_call.name", data),
+                    shape.text(item.get("arguments"), "function_call.arguments", data) or "",
                 )
             )
             index += 1
         elif kind == "reasoning":
-            parts = item.get("content") or item.get("summary") or ()
-            text = "".join(p.get("text") or "" for p in parts)
+            parts = shape.arr(item.get("content") or item.get("summary"), "reasoning", data)
+            pieces: list[str] = []
+            for p in parts:
+                if type(p) is not dict:
+                    raise shape.error("each reasoning part to be an object", data)
+                pieces.append(shape.text(p.get("text"), "reasoning text", data) or "")
+            text = "".join(pieces)
             if text:
                 events.append(ThinkingDelta(text))
     return refusal
@@ -271,14 +332,14 @@ class OpenAIResponsesProvider(Provider):
         """Build the provider from a configured `openai.OpenAI` / `AsyncOpenAI` /
         `AzureOpenAI` / `AsyncAzureOpenAI` client: its key, base URL, organization and project
         headers, default headers and query; for Azure, the `api-key` header (or the Entra ID
-        token as Bearer) and the `api-version` query. See `_openai_sdk._from_openai_sdk`.
+        token as Bearer) and the `api-version` query. See `_openai_sdk.from_openai_sdk`.
 
         Raises:
             ConfigurationError: the client authenticates per request (an `api_key` callable,
                 an Azure AD token provider, workload identity), which a fixed header cannot
                 reproduce.
         """
-        return _from_openai_sdk(cls, client, name=name)
+        return from_openai_sdk(cls, client, name=name)
 
     def build_request(self, spec: CallSpec, model: str, *, stream: bool) -> WireRequest:
         """The `/responses` request.
@@ -288,6 +349,12 @@ class OpenAIResponsesProvider(Provider):
         function tools with `strict: false` (the Responses API defaults to strict schemas,
         which reject most hand-written ones; Chat Completions defaults to non-strict), and the
         schema as `text.format` `{"type": "json_schema", "name", "schema"}`; `extra_body` last.
+        Of the sampling options only `top_p` exists on this API (OpenAI API reference,
+        "Create a model response"; openai-python `ResponseCreateParams`): no stop sequences,
+        seed, top_k or penalties.
+
+        Raises:
+            ConfigurationError: stop, seed, top_k, presence_penalty or frequency_penalty.
         """
         body: dict[str, Any] = {
             "model": model,
@@ -300,6 +367,9 @@ class OpenAIResponsesProvider(Provider):
             body["max_output_tokens"] = spec.max_tokens
         if spec.temperature is not None:
             body["temperature"] = spec.temperature
+        self.check_sampling(spec, SAMPLING)
+        if spec.top_p is not None:
+            body["top_p"] = spec.top_p
         if spec.schema is not None:
             body["text"] = {
                 "format": {
@@ -329,24 +399,30 @@ class OpenAIResponsesProvider(Provider):
             APIStatusError: the body is a Response with `status: "failed"` (typed by its error).
             ProtocolError: the body is not a Response object.
         """
-        if not isinstance(body, Mapping) or not isinstance(body.get("output"), list):
+        if not isinstance(body, dict) or not isinstance(body.get("output"), list):
             raise ProtocolError(
                 f"not a Responses API body: {str(body)[:200]!r}", provider=self.label
             )
+        shape = Shape(self.label)
         if body.get("status") == "failed":
-            raise failure(self.label, body.get("error") or {})
+            raise failure(self.label, shape.obj(body.get("error"), "error", body))
         events: list[StreamEvent] = []
-        refusal = output_events(body["output"], events)
+        refusal = output_events(body["output"], events, shape, body)
         if body.get("usage"):
-            events.append(UsageReported(usage_from(body["usage"])))
+            events.append(UsageReported(usage_from(body["usage"], final=True, provider=self.label)))
         done = finish_of(
-            body,
+            shape.obj(body, "a Response", body),
             tool_calls=any(type(e) is ToolCallDelta for e in events),
             refusal=refusal,
+            shape=shape,
         )
         if done is not None:
             events.append(done)
-        return atomic(events, body.get("model"), body.get("id"))
+        return atomic(
+            events,
+            shape.text(body.get("model"), "model", body),
+            shape.text(body.get("id"), "id", body),
+        )
 
     def new_decoder(self) -> ResponsesStreamDecoder:
         """A decoder for one streamed attempt."""
@@ -359,7 +435,8 @@ class ResponsesStreamDecoder:
     Function calls are numbered in the order their `output_item.added` arrives; argument
     deltas find their call by `item_id` (an item `id`, or llama-server's `call_id`), else by
     `output_index`, else the latest call. If a server skipped the deltas, the terminal event's
-    `response.output` supplies what never streamed.
+    `response.output` supplies what never streamed. Every field read is type-checked: an
+    event of another shape is a ProtocolError naming what was expected.
     """
 
     __slots__ = (
@@ -367,6 +444,7 @@ class ResponsesStreamDecoder:
         "_keys",
         "_provider",
         "_refusal",
+        "_shape",
         "_text",
         "model",
         "response_id",
@@ -375,6 +453,7 @@ class ResponsesStreamDecoder:
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
+        self._shape = Shape(provider)
         self._keys: dict[Any, int] = {}  # item id, call_id or output_index -> call index
         self._args: list[int] = []  # characters of arguments streamed, per call
         self._text = False
@@ -395,46 +474,58 @@ class ResponsesStreamDecoder:
         kind = payload.get("type") or event
         if kind == "response.output_text.delta":
             delta = payload.get("delta")
-            if delta:
+            if type(delta) is str:
+                if not delta:
+                    return NO_EVENTS
                 self._text = True
                 return (TextDelta(delta),)  # the common event: one text piece
+            if delta is not None:
+                raise self._shape.error("output_text.delta to be a string", data)
             return NO_EVENTS
         if kind == "response.function_call_arguments.delta":
-            return self._arguments(payload)
+            return self._arguments(payload, data)
         if kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
-            delta = payload.get("delta")
+            delta = self._shape.text(payload.get("delta"), "reasoning delta", data)
             return (ThinkingDelta(delta),) if delta else NO_EVENTS
-        return self._other(kind, payload)
+        if type(kind) is not str:
+            raise self._shape.error("an event with a string `type`", data)
+        return self._other(kind, payload, data)
 
-    def _other(self, kind: str, payload: Mapping[str, Any]) -> Sequence[StreamEvent]:
+    def _other(self, kind: str, payload: dict[str, Any], data: str) -> Sequence[StreamEvent]:
         """Every event but the deltas: items, terminal events, errors, lifecycle."""
+        shape = self._shape
         if kind == "response.output_item.added":
-            return self._item_added(payload.get("item") or {}, payload.get("output_index"))
+            item = shape.obj(payload.get("item"), "output_item.added.item", data)
+            return self._item_added(item, payload.get("output_index"), data)
         if kind == "response.output_item.done":
-            return self._item_done(payload.get("item") or {}, payload.get("output_index"))
+            item = shape.obj(payload.get("item"), "output_item.done.item", data)
+            return self._item_done(item, payload.get("output_index"), data)
         if kind == "response.refusal.delta":
-            delta = payload.get("delta")
+            delta = shape.text(payload.get("delta"), "refusal.delta", data)
             if not delta:
                 return NO_EVENTS
             self._refusal = self._text = True
             return (TextDelta(delta),)
         if kind in ("response.completed", "response.incomplete"):
             status = "completed" if kind == "response.completed" else "incomplete"
-            return self._terminal(payload.get("response") or {}, status)
+            response = shape.obj(payload.get("response"), f"{kind}.response", data)
+            return self._terminal(response, status, data)
         if kind == "response.failed":
-            response = payload.get("response") or {}
-            raise failure(self._provider, response.get("error") or {})
+            response = shape.obj(payload.get("response"), "response.failed.response", data)
+            raise failure(self._provider, shape.obj(response.get("error"), "error", data))
         if kind == "error":
             inner = payload.get("error")
-            if not isinstance(inner, Mapping):  # the flat shape
+            if not isinstance(inner, dict):  # the flat shape
                 inner = {k: v for k, v in payload.items() if k not in ("type", "sequence_number")}
             raise failure(self._provider, inner)
         if kind in ("response.created", "response.in_progress"):
-            response = payload.get("response") or {}
-            self.model = response.get("model") or self.model
-            self.response_id = response.get("id") or self.response_id
+            response = shape.obj(payload.get("response"), f"{kind}.response", data)
+            self.model = shape.text(response.get("model"), "response.model", data) or self.model
+            self.response_id = shape.text(response.get("id"), "response.id", data) or (
+                self.response_id
+            )
             return NO_EVENTS
-        if "type" not in payload and isinstance(payload.get("error"), Mapping):
+        if "type" not in payload and isinstance(payload.get("error"), dict):
             raise in_stream_error(self._provider, payload)  # a Chat-style error from a proxy
         return NO_EVENTS
 
@@ -452,67 +543,89 @@ class ResponsesStreamDecoder:
                 self._keys[key] = index
         return index
 
-    def _item_added(self, item: Mapping[str, Any], output_index: Any) -> Sequence[StreamEvent]:
+    def _keys_of(self, item: dict[str, Any], output_index: Any, data: str) -> tuple[Any, ...]:
+        shape = self._shape
+        return (
+            shape.text(item.get("id"), "item.id", data),
+            shape.text(item.get("call_id"), "item.call_id", data),
+            shape.integer(output_index, "output_index", data),
+        )
+
+    def _item_added(
+        self, item: dict[str, Any], output_index: Any, data: str
+    ) -> Sequence[StreamEvent]:
         if item.get("type") != "function_call":
             return NO_EVENTS
-        index = self._new_call(
-            (
-                item.get("id"),
-                item.get("call_id"),
-                None if output_index is None else ("#", output_index),
-            )
-        )
-        arguments = item.get("arguments") or ""
+        item_id, call_id, position = self._keys_of(item, output_index, data)
+        index = self._new_call((item_id, call_id, None if position is None else ("#", position)))
+        arguments = self._shape.text(item.get("arguments"), "item.arguments", data) or ""
+        name = self._shape.text(item.get("name"), "item.name", data)
         self._args[index] += len(arguments)
-        return (ToolCallDelta(index, item.get("call_id"), item.get("name"), arguments),)
+        return (ToolCallDelta(index, call_id, name, arguments),)
 
-    def _arguments(self, payload: Mapping[str, Any]) -> Sequence[StreamEvent]:
-        delta = payload.get("delta")
+    def _arguments(self, payload: dict[str, Any], data: str) -> Sequence[StreamEvent]:
+        delta = self._shape.text(payload.get("delta"), "function_call_arguments.delta", data)
         if not delta:
             return NO_EVENTS
-        index = self._call(payload.get("item_id"), payload.get("output_index"))
+        item_id = self._shape.text(payload.get("item_id"), "item_id", data)
+        output_index = self._shape.integer(payload.get("output_index"), "output_index", data)
+        index = self._call(item_id, output_index)
         if index is None:
             # Unknown keys: calls stream one after another, so the latest one (else a new one).
-            index = len(self._args) - 1 if self._args else self._new_call((payload.get("item_id"),))
+            index = len(self._args) - 1 if self._args else self._new_call((item_id,))
         self._args[index] += len(delta)
         return (ToolCallDelta(index, None, None, delta),)
 
-    def _item_done(self, item: Mapping[str, Any], output_index: Any) -> Sequence[StreamEvent]:
+    def _item_done(
+        self, item: dict[str, Any], output_index: Any, data: Any
+    ) -> Sequence[StreamEvent]:
         """A finished function call whose arguments never streamed gets them here."""
         if item.get("type") != "function_call":
             return NO_EVENTS
-        index = self._call(item.get("id"), output_index)
+        item_id, call_id, position = self._keys_of(item, output_index, data)
+        index = self._call(item_id, position)
         if index is None:
-            index = self._call(item.get("call_id"), None)
-        arguments = item.get("arguments") or ""
+            index = self._call(call_id, None)
+        arguments = self._shape.text(item.get("arguments"), "item.arguments", data) or ""
         if index is None:
-            index = self._new_call((item.get("id"), item.get("call_id")))
+            index = self._new_call((item_id, call_id))
             self._args[index] = len(arguments)
-            return (ToolCallDelta(index, item.get("call_id"), item.get("name"), arguments),)
+            name = self._shape.text(item.get("name"), "item.name", data)
+            return (ToolCallDelta(index, call_id, name, arguments),)
         if self._args[index] or not arguments:
             return NO_EVENTS
         self._args[index] = len(arguments)
         return (ToolCallDelta(index, None, None, arguments),)
 
-    def _terminal(self, response: Mapping[str, Any], status: str) -> Sequence[StreamEvent]:
+    def _terminal(self, response: dict[str, Any], status: str, data: str) -> Sequence[StreamEvent]:
+        shape = self._shape
         self.terminal = True
-        self.model = response.get("model") or self.model
-        self.response_id = response.get("id") or self.response_id
+        self.model = shape.text(response.get("model"), "response.model", data) or self.model
+        self.response_id = shape.text(response.get("id"), "response.id", data) or self.response_id
         events: list[StreamEvent] = []
-        output = response.get("output") or ()
+        output = shape.arr(response.get("output"), "response.output", data)
+        for item in output:
+            if type(item) is not dict:
+                raise shape.error("each output item to be an object", data)
         if not self._text:
             # Nothing streamed as text: take it from the final output (servers that skip deltas).
             texts: list[StreamEvent] = []
-            self._refusal = output_events([i for i in output if i.get("type") == "message"], texts)
+            messages = [i for i in output if i.get("type") == "message"]
+            self._refusal = output_events(messages, texts, shape, data)
             events.extend(texts)
         for item in output:
             if item.get("type") == "function_call":
-                events.extend(self._item_done(item, None))
+                events.extend(self._item_done(item, None, data))
         usage = response.get("usage")
         if usage:
-            events.append(UsageReported(usage_from(usage)))
+            # Usage comes only in the terminal event: the call's final counts.
+            events.append(UsageReported(usage_from(usage, final=True, provider=self._provider)))
         done = finish_of(
-            response, tool_calls=bool(self._args), refusal=self._refusal, status=status
+            response,
+            tool_calls=bool(self._args),
+            refusal=self._refusal,
+            shape=shape,
+            status=status,
         )
         if done is not None:
             events.append(done)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from types import TracebackType
 
 import httpx
 
-from .llama import _free_port, cache_dir
+from .llama import cache_dir
 
 __all__ = ["LlamaStackError", "LlamaStackServer", "provision"]
 
@@ -79,6 +80,14 @@ registered_resources:
 server:
   port: {port}
 """
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class LlamaStackError(RuntimeError):
@@ -186,7 +195,7 @@ class LlamaStackServer:
                 message has the end of its log).
         """
         llama = provision()
-        port = port or _free_port()
+        port = port or free_port()
         state = tempfile.TemporaryDirectory(prefix="tally-llamastack-")
         config = Path(state.name) / "config.yaml"
         config.write_text(
