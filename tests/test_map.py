@@ -302,10 +302,16 @@ def test_progress_bar_shows_tokens(
     assert "in=9 out=6 tokens" in err
 
 
+@pytest.mark.parametrize("phase", ["headers", "body"])
 def test_ctrl_c_stops_new_calls_closes_open_ones_and_keeps_the_checkpoint(
-    server: ReplayServer, tmp_path: Path
+    server: ReplayServer, tmp_path: Path, phase: str
 ) -> None:
-    slow = chat_reply("late").replace(stall_after=10, stall_seconds=30.0)
+    late = chat_reply("late")
+    slow = (
+        late.replace(headers_delay=30.0)
+        if phase == "headers"
+        else late.replace(stall_after=10, stall_seconds=30.0)
+    )
     url = server.add(Scenario(*[chat_reply(f"a{k}") for k in range(5)], slow))
     checkpoint = tmp_path / "run.jsonl"
     prompts = [f"p{i}" for i in range(50)]
