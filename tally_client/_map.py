@@ -369,6 +369,7 @@ class _Run:
         self._offsets = array("q")
         self._keys = array("Q")  # the key of each index's recorded response, as an int
         self._file: Any = None
+        self._reader: Any = None  # reads resumed items back while the run appends
         self.path = None if checkpoint is None else Path(checkpoint)
         if self.path is None:
             self._memory = []
@@ -464,18 +465,13 @@ class _Run:
 
     def _resume(self, index: int) -> None:
         self.resumed += 1
-        with self._file_reader() as f:
-            f.seek(self._offsets[index])
-            self._add(response_from_dict(json.loads(f.readline())["response"]))
+        assert self.path is not None
+        if self._reader is None:
+            self._reader = self.path.open("rb")
+        self._reader.seek(self._offsets[index])
+        self._add(response_from_dict(json.loads(self._reader.readline())["response"]))
         if self._bar is not None:
             self._bar.update(1)
-
-    @contextlib.contextmanager
-    def _file_reader(self) -> Iterator[Any]:
-        assert self.path is not None
-        if not hasattr(self, "_reader"):
-            self._reader = self.path.open("rb")
-        yield self._reader
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -557,9 +553,8 @@ class _Run:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        reader = getattr(self, "_reader", None)
-        if reader is not None:
-            reader.close()
+        if self._reader is not None:
+            self._reader.close()
         if self._bar is not None:
             self._bar.close()
 
