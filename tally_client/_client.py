@@ -473,7 +473,10 @@ class Client(_BaseClient):
         checkpoint: str | os.PathLike[str] | None = None,
         **options: Unpack[CallOptions],
     ) -> MapResult:
-        """Make one atomic call per prompt, many at once, and return them in input order.
+        """Make one call per prompt, many at once, and return them in input order.
+
+        Each item is a `respond()` call: delivered as the router decides, which for the
+        default consumer "pipeline" is atomic.
 
         At most `concurrency` calls are in flight; the limit adapts (AIMD): a 429 or an
         overload (503, 529) halves it, at most once per round trip, and a `retry-after`
@@ -663,7 +666,7 @@ class AsyncClient(_BaseClient):
         checkpoint: str | os.PathLike[str] | None = None,
         **options: Unpack[CallOptions],
     ) -> MapResult:
-        """Make one atomic call per prompt, many at once; see `Client.map`.
+        """Make one call per prompt, many at once; see `Client.map`.
 
         The calls are tasks of one task group; cancelling the awaiting task (Ctrl-C under
         `asyncio.run`) cancels them all, closing their connections, and the checkpoint
