@@ -274,7 +274,7 @@ def anthropic_batch(status: str, results_url: str | None = None) -> dict[str, An
     }
 
 
-def test_anthropic_message_batch(server: ReplayServer) -> None:
+def test_anthropic_message_batch(server: ReplayServer, capsys: pytest.CaptureFixture[str]) -> None:
     results = server.add(
         jsonl(
             {
@@ -307,8 +307,10 @@ def test_anthropic_message_batch(server: ReplayServer) -> None:
     with Client(base_url=url, protocol="anthropic", api_key="sk-ant-test", model="claude-x") as c:
         job = c.batch(["a", "b", "c"], max_tokens=20, system="be brief")
         assert job.status == "in_progress"
-        items = list(job.wait(poll_interval=0.001))
+        items = list(job.wait(poll_interval=0.001, progress=True))
         resumed = c.batch_job(job.id)
+    bar = capsys.readouterr().err
+    assert "batch completed" in bar and "3/3" in bar
     create = server.requests(url)[0]
     assert (create.method, create.path) == ("POST", "/v1/messages/batches")
     assert create.headers["x-api-key"] == "sk-ant-test"
