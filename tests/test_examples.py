@@ -30,6 +30,7 @@ def test_every_example_is_covered() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs(llama: LlamaServer, name: str) -> None:
     env = {**os.environ, "TALLY_LOCAL_BASE_URL": llama.base_url}
+    env["PYTHONPATH"] = str(EXAMPLES.parent)  # this checkout's package, whatever is installed
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
         env.pop(key, None)  # the examples must use the local model
     out = subprocess.run(
