@@ -36,6 +36,7 @@ test: lint model llamastack
 
 bench: setup
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.routing
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -20,6 +20,7 @@ from typing import IO, Any, Unpack
 
 from ._batch import AsyncBatchJob, BatchItemError, BatchJob, BatchResult, BatchStatus
 from ._client import AsyncClient, CallOptions, Client
+from ._decision import Confidence, Decision, ModelSpec, PhasePlan, Price
 from ._envelope import Envelope, build_envelope
 from ._errors import (
     APIStatusError,
@@ -60,9 +61,10 @@ from ._map import ItemError, MapResult
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
 from ._retry import RetryPolicy, Timeouts
-from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, PhasePlan, Router
 from ._stream import AsyncStream, Stream, parse_partial_json
 from ._supervisor import ProxyBufferingWarning
+from .routing import ContextLengthError, EmbeddedRouter, Router
+from .routing.remote import TallyRouter
 
 __all__ = [
     "APIStatusError",
@@ -84,6 +86,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "ConnectTimeout",
+    "ContextLengthError",
     "Decision",
     "EmbeddedRouter",
     "Envelope",
@@ -102,6 +105,7 @@ __all__ = [
     "PermissionDeniedError",
     "PhasePlan",
     "PoolTimeout",
+    "Price",
     "ProtocolError",
     "ProviderError",
     "ProxyBufferingWarning",
@@ -118,6 +122,7 @@ __all__ = [
     "StreamInterrupted",
     "StructuredOutputError",
     "TallyError",
+    "TallyRouter",
     "TextDelta",
     "ThinkingDelta",
     "Timeouts",

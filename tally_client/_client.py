@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 import httpx
 
+from ._decision import CallerChoice, Decision, ModelSpec, Outcome
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
 from ._options import (
@@ -21,9 +22,9 @@ from ._options import (
 from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
 from ._response import Response
 from ._retry import RetryPolicy, Timeouts
-from ._routing import Confidence, Decision, EmbeddedRouter, ModelSpec, Router
 from ._stream import AsyncStream, Stream
 from ._supervisor import Supervisor
+from .routing import EmbeddedRouter, Router
 
 if TYPE_CHECKING:
     from ._batch import AsyncBatchJob, BatchJob
@@ -117,7 +118,7 @@ class _BaseClient:
         self,
         models: Sequence[ModelSpec] | None,
         providers: Mapping[str, Provider] | None,
-        router: Router | None,
+        router: Router | str | None,
         base_url: str | None,
         api_key: str | None,
         model: str | None,
@@ -126,6 +127,8 @@ class _BaseClient:
         retry: RetryPolicy | None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
+        self._own_router = router is None or isinstance(router, str)
+        router = _make_router(router)
         self.extra_headers = check_headers(extra_headers, "extra_headers")
         for name, value in (("timeouts", timeouts), ("retry", retry)):
             check_option_values({name: value})
@@ -155,7 +158,9 @@ class _BaseClient:
                     f"model {spec.name!r} names provider {spec.provider!r}, which is not "
                     f"configured (configured: {sorted(providers)})"
                 )
-        self.models: tuple[ModelSpec, ...] = tuple(models)
+        from .routing.catalog import priced
+
+        self.models: tuple[ModelSpec, ...] = tuple(priced(m) for m in models)
         self.providers: dict[str, Provider] = dict(providers)
         self.router: Router = router if router is not None else EmbeddedRouter()
         self.timeouts = timeouts if timeouts is not None else Timeouts()
@@ -183,9 +188,34 @@ class _BaseClient:
         if prompt:
             check_prompt(prompt)
         messages = normalize_messages(prompt, options.get("system")) if prompt else ()
-        return self._decide(self._envelope(messages, options), options.get("model"))
+        envelope = self._envelope(messages, options)
+        return self.router.route(envelope, *self._route_args(options.get("model"), None))
 
-    def _envelope(self, messages: Sequence[Message], options: CallOptions) -> Envelope:
+    def feedback(self, response: Response, score: float) -> None:
+        """Tell the router how good a routed call's answer was, to learn from.
+
+        Replaces the outcome learned automatically from the Response (complete or not) for
+        that call. Only the score and the decision id go to the router, never content.
+
+        Args:
+            response: a Response from this client's `complete()`/`stream()`/`respond()`.
+            score: 0.0 (useless) .. 1.0 (just right).
+
+        Raises:
+            ConfigurationError: the Response was not routed, or the score is outside 0..1.
+        """
+        decision = response.decision
+        if decision is None:
+            raise ConfigurationError("this Response was not routed: feedback needs its Decision")
+        if isinstance(score, bool) or not 0.0 <= score <= 1.0:
+            raise ConfigurationError(f"score must be a number from 0.0 to 1.0, not {score!r}")
+        record = getattr(self.router, "record", None)
+        if record is not None:
+            record(decision, _outcome(decision, response, float(score), "feedback"))
+
+    def _envelope(
+        self, messages: Sequence[Message], options: CallOptions, tokens: int | None = None
+    ) -> Envelope:
         return build_envelope(
             messages,
             task_type=options.get("task_type"),
@@ -197,32 +227,75 @@ class _BaseClient:
             consumer=options.get("consumer"),
             time_sensitive=options.get("time_sensitive", False),
             latency_tolerance=options.get("latency_tolerance"),
+            context_tokens=tokens,
         )
 
-    def _decide(self, envelope: Envelope, model: str | None) -> Decision:
-        if model is None:
-            return self.router.route(envelope, self.models)
-        from ._config import provider_for_model
+    def _count_target(self, envelope: Envelope) -> Provider | None:
+        """The provider to ask for an exact input count: one that can count (llama-server's
+        /tokenize) serving a model whose window the estimate comes near; else None."""
+        from .routing.tokens import near_limit, tokenize_url
 
-        spec = next((m for m in self.models if m.name == model), None)
-        provider = spec.provider if spec else provider_for_model(model, self.providers)
-        decision = self.router.route(envelope, [ModelSpec(model, provider)])
-        return replace(
-            decision,
-            confidence=Confidence(1.0, decision.confidence.stream),
-            reasons=(*decision.reasons[:-1], f"{model}: chosen by the caller"),
-        )
+        for spec in self.models:
+            if near_limit(envelope, [spec]):
+                provider = self.providers[spec.provider]
+                if tokenize_url(provider) is not None:
+                    return provider
+        return None
 
-    def _plan(
-        self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
-    ) -> tuple[Supervisor, WireRequest]:
+    def _route_args(
+        self, model: str | None, stream: bool | None
+    ) -> tuple[Sequence[ModelSpec], CallerChoice]:
+        """The models and the caller's choices a router gets: the caller's model joins the
+        configured ones when they do not list it."""
+        models: Sequence[ModelSpec] = self.models
+        if model is not None and not any(m.name == model for m in models):
+            from ._config import provider_for_model
+            from .routing.catalog import priced
+
+            spec = priced(ModelSpec(model, provider_for_model(model, self.providers)))
+            models = (*models, spec)
+        return models, CallerChoice(model, stream)
+
+    def _observer(self, decision: Decision, envelope: Envelope, structured: bool) -> Any:
+        record = getattr(self.router, "record", None)
+        if record is None:
+            return None
+
+        def observe(response: Response) -> None:
+            bad_json = (
+                structured
+                and response.state == "complete"
+                and response.parsed is None
+                and bool(response.text)
+                and not response.tool_calls
+            )
+            if response.state == "cancelled":
+                return  # the caller stopped it: says nothing about the model
+            failed = response.finish_reason in ("error", "content_filter")
+            if response.state != "complete" or bad_json or failed:
+                success = 0.0
+            elif response.finish_reason == "length":
+                success = 0.5  # cut at max_tokens: usable or not, the router cannot tell
+            else:
+                success = 1.0
+            record(decision, _outcome(decision, response, success, response.state), envelope)
+
+        return observe
+
+    def _check_call(self, prompt: str | Sequence[Message], options: CallOptions) -> None:
         check_option_names(options, CALL_OPTIONS)
         check_prompt(prompt)
         check_option_values(options)
+
+    def _supervise(
+        self,
+        decision: Decision,
+        envelope: Envelope,
+        prompt: str | Sequence[Message],
+        messages: Sequence[Message],
+        options: CallOptions,
+    ) -> tuple[Supervisor, WireRequest]:
         call_headers = check_headers(options.get("extra_headers"), "extra_headers")
-        messages = normalize_messages(prompt, options.get("system"))
-        envelope = self._envelope(messages, options)
-        decision = self._decide(envelope, options.get("model"))
         if decision.batch:  # one live call cannot wait for a batch: client.batch() does
             decision = replace(
                 decision,
@@ -230,17 +303,8 @@ class _BaseClient:
                 reasons=("a live call: atomic rather than the Batch API", *decision.reasons),
                 source="caller",
             )
-        if stream is not None and stream != decision.stream:
-            how = "stream()" if stream else "complete()"
-            decision = replace(
-                decision,
-                stream=stream,
-                confidence=Confidence(decision.confidence.model, 1.0),
-                reasons=(f"the caller chose {how}", *decision.reasons),
-                source="caller",
-            )
         spec = CallSpec(
-            messages=messages,
+            messages=tuple(messages),
             max_tokens=options.get("max_tokens"),
             temperature=options.get("temperature"),
             schema=options.get("schema"),
@@ -271,6 +335,7 @@ class _BaseClient:
             decision=decision,
             structured=spec.schema is not None,
         )
+        sup.on_end = self._observer(decision, envelope, spec.schema is not None)
         wire = provider.build_request(spec, decision.model, stream=decision.stream)
         if self.extra_headers or call_headers:
             from .providers._base import auth_values
@@ -279,6 +344,24 @@ class _BaseClient:
             wire = replace(wire, headers={**wire.headers, **extra})
             sup.secrets = auth_values(extra)
         return sup, wire
+
+    def _plan(
+        self,
+        prompt: str | Sequence[Message],
+        options: CallOptions,
+        stream: bool | None,
+        count: Callable[[Provider, Sequence[Message]], int | None] | None = None,
+    ) -> tuple[Supervisor, WireRequest]:
+        self._check_call(prompt, options)
+        messages = normalize_messages(prompt, options.get("system"))
+        envelope = self._envelope(messages, options)
+        target = self._count_target(envelope) if count is not None else None
+        if count is not None and target is not None:
+            tokens = count(target, messages)
+            if tokens is not None:
+                envelope = self._envelope(messages, options, tokens)
+        decision = self.router.route(envelope, *self._route_args(options.get("model"), stream))
+        return self._supervise(decision, envelope, prompt, messages, options)
 
     def _check_open(self, closed: bool) -> None:
         if closed:
@@ -350,7 +433,9 @@ class Client(_BaseClient):
         models: the models to route among; each names a provider key.
         providers: provider key -> provider codec (for example
             `{"vllm": OpenAIChatProvider(base_url="http://gpu:8000/v1", name="vllm")}`).
-        router: the router; default the embedded one.
+        router: the router: "embedded" (default: rules, a priced model choice and a
+            learner, all local), "tally" (the hosted Tally router: $TALLY_API_KEY,
+            $TALLY_BASE_URL; falls back to the embedded one on any failure) or a `Router`.
         base_url: shorthand for one endpoint speaking `protocol`, e.g. a local server
             "http://127.0.0.1:8080/v1" or Ollama's "http://127.0.0.1:11434/v1".
         api_key: the key for `base_url`.
@@ -380,7 +465,7 @@ class Client(_BaseClient):
         models: Sequence[ModelSpec] | None = None,
         *,
         providers: Mapping[str, Provider] | None = None,
-        router: Router | None = None,
+        router: Router | Literal["embedded", "tally"] | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
         model: str | None = None,
@@ -420,9 +505,13 @@ class Client(_BaseClient):
         self.close()
 
     def close(self) -> None:
-        """Close the connection pool (only the client's own)."""
+        """Close the connection pool (only the client's own) and the router it made
+        (flushing what it learned and its telemetry)."""
         if self._own_http:
             self._http.close()
+        close = getattr(self.router, "close", None) if self._own_router else None
+        if close is not None:
+            close()
 
     def complete(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Response:
         """Make an atomic call and return the whole Response, with exact usage.
@@ -582,8 +671,10 @@ class Client(_BaseClient):
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> Stream:
+        from .routing.tokens import count_sync
+
         self._check_open(self._http.is_closed)
-        sup, wire = self._plan(prompt, options, stream)
+        sup, wire = self._plan(prompt, options, stream, lambda p, m: count_sync(self._http, p, m))
         return Stream(self._http, sup, wire)
 
 
@@ -600,7 +691,7 @@ class AsyncClient(_BaseClient):
         models: Sequence[ModelSpec] | None = None,
         *,
         providers: Mapping[str, Provider] | None = None,
-        router: Router | None = None,
+        router: Router | Literal["embedded", "tally"] | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
         model: str | None = None,
@@ -635,15 +726,57 @@ class AsyncClient(_BaseClient):
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection pool (only the client's own)."""
+        """Close the connection pool (only the client's own) and the router it made."""
         if self._own_http:
             await self._http.aclose()
+        if self._own_router:
+            aclose = getattr(self.router, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            elif (close := getattr(self.router, "close", None)) is not None:
+                close()
+
+    async def route(  # type: ignore[override]
+        self, prompt: str | Sequence[Message] = (), **options: Unpack[CallOptions]
+    ) -> Decision:
+        """The routing Decision for a call, without making it; see `Client.route`.
+
+        Awaited: a hosted router is asked without blocking the event loop.
+        """
+        check_option_names(options, CALL_OPTIONS)
+        check_option_values(options)
+        if prompt:
+            check_prompt(prompt)
+        messages = normalize_messages(prompt, options.get("system")) if prompt else ()
+        envelope = self._envelope(messages, options)
+        return await self._aroute(envelope, options.get("model"), None)
+
+    async def _aroute(self, envelope: Envelope, model: str | None, stream: bool | None) -> Decision:
+        models, choice = self._route_args(model, stream)
+        aroute = getattr(self.router, "aroute", None)
+        if aroute is not None:
+            decision: Decision = await aroute(envelope, models, choice)
+            return decision
+        return self.router.route(envelope, models, choice)
 
     async def complete(
         self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
     ) -> Response:
         """Make an atomic call; see `Client.complete`."""
-        return await self._stream(prompt, options, False).final()
+        self._check_open(self._http.is_closed)
+        self._check_call(prompt, options)
+        messages = normalize_messages(prompt, options.get("system"))
+        envelope = self._envelope(messages, options)
+        target = self._count_target(envelope)
+        if target is not None:
+            from .routing.tokens import count_async
+
+            tokens = await count_async(self._http, target, messages)
+            if tokens is not None:
+                envelope = self._envelope(messages, options, tokens)
+        decision = await self._aroute(envelope, options.get("model"), False)
+        sup, wire = self._supervise(decision, envelope, prompt, messages, options)
+        return await AsyncStream(self._http, sup, wire).final()
 
     def stream(
         self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
@@ -721,11 +854,61 @@ class AsyncClient(_BaseClient):
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
     ) -> AsyncStream:
         self._check_open(self._http.is_closed)
-        sup, wire = self._plan(prompt, options, stream)
-        return AsyncStream(self._http, sup, wire)
+        if isinstance(self.router, EmbeddedRouter) or not hasattr(self.router, "aroute"):
+            sup, wire = self._plan(prompt, options, stream)
+            return AsyncStream(self._http, sup, wire)
+        # A router that does network I/O: the request waits for its async answer, made when
+        # the stream is first iterated; until then `decision` is the local fallback's.
+        self._check_call(prompt, options)
+        messages = normalize_messages(prompt, options.get("system"))
+        envelope = self._envelope(messages, options)
+        local = getattr(self.router, "fallback", None) or EmbeddedRouter(learning=False)
+        provisional = local.route(envelope, *self._route_args(options.get("model"), stream))
+        sup, wire = self._supervise(provisional, envelope, prompt, messages, options)
+        sup.on_end = None
+
+        async def prepare() -> tuple[Supervisor, WireRequest]:
+            decision = await self._aroute(envelope, options.get("model"), stream)
+            return self._supervise(decision, envelope, prompt, messages, options)
+
+        return AsyncStream(self._http, sup, wire, prepare)
 
 
 def _stop_tuple(stop: str | Sequence[str] | None) -> tuple[str, ...]:
     if stop is None:
         return ()
     return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+def _make_router(router: Router | str | None) -> Router | None:
+    if router is None or router == "embedded":
+        return None
+    if router == "tally":
+        from .routing.remote import TallyRouter
+
+        return TallyRouter()
+    if isinstance(router, str):
+        raise ConfigurationError(
+            f"router={router!r}: pass 'embedded' (default), 'tally' (the hosted router: "
+            "TALLY_API_KEY, TALLY_BASE_URL) or an object with a route() method"
+        )
+    from .routing.router import as_router
+
+    return as_router(router)
+
+
+def _outcome(decision: Decision, response: Response, success: float, state: str) -> Outcome:
+    usage = response.usage
+    return Outcome(
+        decision_id=decision.id,
+        model=decision.model,
+        success=success,
+        state=state,
+        finish_reason=response.finish_reason,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost=response.cost,
+        latency=response.metrics.total_seconds,
+        stream=decision.stream,
+        attempts=max(1, len(response.attempts)),
+    )

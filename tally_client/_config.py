@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
+from ._decision import ModelSpec
 from ._errors import ConfigurationError
-from ._routing import ModelSpec
 from .providers._base import Provider
 
 __all__ = ["LOCAL_BASE_URL_ENV", "default_setup", "load_provider", "provider_for_model"]
@@ -29,44 +30,13 @@ PROVIDERS: dict[str, str] = {
 }
 """Protocol name -> provider class, as an import string."""
 
-# (key env vars, base URL env var, protocol, provider key,
-#  models: name, quality, context window in tokens, relative cost, relative latency)
-_CATALOG: tuple[
-    tuple[tuple[str, ...], str, str, str, tuple[tuple[str, int, int, float, float], ...]], ...
-] = (
-    (
-        ("OPENAI_API_KEY",),
-        "OPENAI_BASE_URL",
-        "openai-chat",
-        "openai",
-        (
-            ("gpt-4.1-nano", 1, 1_047_576, 0.1, 0.5),
-            ("gpt-4.1-mini", 2, 1_047_576, 0.4, 0.7),
-            ("gpt-4.1", 3, 1_047_576, 2.0, 1.0),
-        ),
-    ),
-    (
-        ("ANTHROPIC_API_KEY",),
-        "ANTHROPIC_BASE_URL",
-        "anthropic",
-        "anthropic",
-        (
-            ("claude-haiku-4-5", 2, 200_000, 1.0, 0.6),
-            ("claude-sonnet-4-5", 3, 200_000, 3.0, 1.0),
-        ),
-    ),
-    (
-        ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-        "GOOGLE_GEMINI_BASE_URL",
-        "gemini",
-        "gemini",
-        (
-            ("gemini-2.5-flash-lite", 1, 1_048_576, 0.1, 0.4),
-            ("gemini-2.5-flash", 2, 1_048_576, 0.3, 0.6),
-            ("gemini-2.5-pro", 3, 1_048_576, 1.25, 1.2),
-        ),
-    ),
-)
+# provider key -> (key env vars, base URL env var, protocol). The models each provider
+# serves, with their prices, come from the catalog (tally_client/routing/catalog.json).
+_PROVIDER_ENV: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "openai": (("OPENAI_API_KEY",), "OPENAI_BASE_URL", "openai-chat"),
+    "anthropic": (("ANTHROPIC_API_KEY",), "ANTHROPIC_BASE_URL", "anthropic"),
+    "gemini": (("GEMINI_API_KEY", "GOOGLE_API_KEY"), "GOOGLE_GEMINI_BASE_URL", "gemini"),
+}
 
 
 def load_provider(protocol: str, **kwargs: Any) -> Provider:
@@ -88,6 +58,7 @@ def default_setup(
 ) -> tuple[dict[str, Provider], list[ModelSpec]]:
     """The providers and models for every provider key found in the environment.
 
+    The models of each provider found are the catalog's (`tally_client.routing.catalog`).
     Keys: OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY or GOOGLE_API_KEY; base URLs
     (optional, the official SDKs' names): OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
     GOOGLE_GEMINI_BASE_URL.
@@ -95,17 +66,21 @@ def default_setup(
     With no key set, one OpenAI-compatible endpoint: `$TALLY_LOCAL_BASE_URL`, by default
     http://127.0.0.1:8080/v1 (llama-server's default), serving the model "local".
     """
+    from .routing.catalog import load_catalog
+
     env = os.environ if env is None else env
     providers: dict[str, Provider] = {}
     models: list[ModelSpec] = []
-    for env_vars, base_url_var, protocol, key, entries in _CATALOG:
+    catalog = load_catalog(env=env)
+    for key, (env_vars, base_url_var, protocol) in _PROVIDER_ENV.items():
         api_key = next((env[v] for v in env_vars if env.get(v)), None)
         if api_key is None:
             continue
         providers[key] = load_provider(protocol, api_key=api_key, base_url=env.get(base_url_var))
-        # The three official APIs all run batches at half the live price.
+        # The official OpenAI, Anthropic and Gemini APIs run batches at half the live price.
+        discount = 0.5 if providers[key].official else None
         models.extend(
-            ModelSpec(n, key, q, w, c, lat, batch_discount=0.5) for n, q, w, c, lat in entries
+            replace(e.spec, batch_discount=discount) for e in catalog.values() if e.provider == key
         )
     if not providers:
         base_url = env.get(LOCAL_BASE_URL_ENV) or LOCAL_BASE_URL
@@ -118,7 +93,7 @@ def default_setup(
 
 def local_hint(base_url: str) -> str:
     """What to do when no server answers at the default local endpoint (no key was set)."""
-    keys = " or ".join(" / ".join(env_vars) for env_vars, *_ in _CATALOG)
+    keys = " or ".join(" / ".join(env_vars) for env_vars, *_ in _PROVIDER_ENV.values())
     return (
         f"No server answers at {base_url}, the local endpoint used when no provider key is "
         f"set. Start one with `python -m tally_client.testing.llama serve` (llama-server with "

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from ._decision import Price
 from ._errors import (
     APIStatusError,
     ConfigurationError,
@@ -179,7 +180,8 @@ class _FileResponses(Sequence["Response | None"]):
 def response_to_dict(response: Response) -> dict[str, Any]:
     """A JSON-ready dict of a Response; `response_from_dict` reverses it.
 
-    The routing decision is not kept; attempt errors keep their class, message and status.
+    The routing decision is not kept; each attempt keeps its usage and price (so `cost`
+    survives) and its error's class, message and status.
     """
     out: dict[str, Any] = {
         "text": response.text,
@@ -195,6 +197,8 @@ def response_to_dict(response: Response) -> dict[str, Any]:
                 "error": None if a.error is None else error_to_dict(a.error),
                 "text_chars": a.text_chars,
                 "wait": a.wait,
+                "usage": asdict(a.usage),
+                "price": None if a.price is None else asdict(a.price),
             }
             for a in response.attempts
         ],
@@ -229,6 +233,8 @@ def response_from_dict(data: Mapping[str, Any]) -> Response:
                 None if a["error"] is None else error_from_dict(a["error"]),
                 a["text_chars"],
                 a["wait"],
+                Usage(**a["usage"]) if "usage" in a else Usage(),
+                None if a.get("price") is None else Price(**a["price"]),
             )
             for a in data.get("attempts", ())
         ),
@@ -292,11 +298,11 @@ def _error_classes() -> dict[str, type[TallyError]]:
 
 
 def add_cost(total: float | None, response: Response) -> float | None:
-    """Add a Response's cost (USD) to a running total; None while nothing had a cost.
-
-    Responses carry no cost yet; when they do, this is the one place that reads it.
-    """
-    return total
+    """Add a Response's cost (USD) to a running total; None while nothing had a cost."""
+    cost = response.cost
+    if cost is None:
+        return total
+    return cost if total is None else total + cost
 
 
 def _options_digest(options: Mapping[str, Any]) -> bytes:

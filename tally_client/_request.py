@@ -113,30 +113,80 @@ def normalize_messages(prompt: str | Sequence[Message], system: str | None) -> t
                     f"messages[{i}] must be a mapping with role in {sorted(_ROLES)}, "
                     f"like {{'role': 'user', 'content': 'Hi'}}; got {type(message).__name__}"
                 )
+            assert isinstance(message, Mapping)
+            _check_message(message, i)
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
     return tuple(messages)
+
+
+def _check_message(message: Mapping[str, Any], i: int) -> None:
+    """A message's content is text or a list of parts (a tool result: any JSON value), its
+    tool calls a list.
+
+    Raises:
+        ConfigurationError: naming the message and what it takes.
+    """
+    content = message.get("content")
+    text_or_parts = (
+        message.get("role") == "tool"  # a tool result may be any JSON value
+        or content is None
+        or isinstance(content, str)
+        or (
+            isinstance(content, list | tuple)
+            and all(isinstance(part, Mapping | str) for part in content)
+        )
+    )
+    if not text_or_parts:
+        raise ConfigurationError(
+            f"messages[{i}].content must be a str or a list of content parts like "
+            f"[{{'type': 'text', 'text': 'Hi'}}]; got {type(content).__name__}"
+        )
+    calls = message.get("tool_calls")
+    if calls is not None and (
+        not isinstance(calls, list | tuple)
+        or not all(isinstance(c, Mapping) or hasattr(c, "arguments") for c in calls)
+    ):
+        raise ConfigurationError(
+            f"messages[{i}].tool_calls must be a list of ToolCall objects or OpenAI tool-call "
+            f"dicts; got {type(calls).__name__}"
+        )
 
 
 def normalize_tools(tools: Sequence[Tool | Mapping[str, Any]] | None) -> tuple[Tool, ...]:
     """Accept `Tool`s, `{"name", "description", "parameters"}` dicts, or OpenAI tool dicts.
 
     Raises:
-        ConfigurationError: a tool has no name.
+        ConfigurationError: a tool that is not a Tool or a mapping, has no name, or has
+            `parameters` that are not a JSON Schema mapping.
     """
     if not tools:
         return ()
     out: list[Tool] = []
     for i, tool in enumerate(tools):
         if isinstance(tool, Tool):
+            if not isinstance(tool.parameters, Mapping):
+                raise ConfigurationError(f"tools[{i}].parameters must be a JSON Schema mapping")
             out.append(tool)
             continue
+        if not isinstance(tool, Mapping):
+            raise ConfigurationError(
+                f"tools[{i}] must be a Tool or a dict with name/description/parameters; "
+                f"got {type(tool).__name__}"
+            )
         spec = tool.get("function", tool) if tool.get("type") == "function" else tool
+        if not isinstance(spec, Mapping):
+            raise ConfigurationError(f"tools[{i}]['function'] must be a mapping")
         name = spec.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"tools[{i}] has no 'name'")
         params = spec.get("parameters") or spec.get("input_schema")
         if params is None:
             params = {"type": "object", "properties": {}}
+        if not isinstance(params, Mapping):
+            raise ConfigurationError(
+                f"tools[{i}] parameters must be a JSON Schema mapping like "
+                f"{{'type': 'object', 'properties': {{...}}}}; got {type(params).__name__}"
+            )
         out.append(Tool(name, str(spec.get("description", "")), params))
     return tuple(out)

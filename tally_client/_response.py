@@ -6,8 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._decision import Price
+
 if TYPE_CHECKING:
-    from ._routing import Decision
+    from ._decision import Decision
 
 __all__ = [
     "Attempt",
@@ -148,12 +150,25 @@ class Attempt:
         error: the error that ended this try (None for the successful one).
         text_chars: how far it got: characters of text received.
         wait: seconds waited before the next try (0.0 for the last).
+        usage: the tokens this try reported (a failed try's billed tokens count too).
+        price: the model's price (from the catalog), if known.
     """
 
     number: int
     error: BaseException | None
     text_chars: int
     wait: float = 0.0
+    usage: Usage = MISSING_USAGE
+    price: Price | None = None
+
+    @property
+    def cost(self) -> float | None:
+        """USD this try cost: its reported usage at the catalog price; None when either is
+        unknown (never 0.0 for missing figures)."""
+        if self.price is None:
+            return None
+        u = self.usage
+        return self.price.cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
 
 
 @dataclass(frozen=True)
@@ -191,6 +206,26 @@ class Response:
     raw_finish_reason: str | None = None
     parsed: Any = None
     response_id: str | None = None
+
+    @property
+    def cost(self) -> float | None:
+        """USD for this call: the reported usage at the model's catalog price.
+
+        The answering try's cost plus the known costs of failed tries before it (their
+        billed tokens count; a try cut before its usage arrived adds nothing, as its count is
+        unknown). None when the price or the answering try's usage is unknown: never 0.0
+        for a missing figure. Each try's own cost is `attempts[i].cost`.
+        """
+        if self.attempts:
+            last = self.attempts[-1].cost
+            if last is None:
+                return None
+            return last + sum(a.cost or 0.0 for a in self.attempts[:-1])
+        price = self.decision.price if self.decision is not None else None
+        if price is None:
+            return None
+        u = self.usage
+        return price.cost(u.input_tokens, u.output_tokens, u.cached_input_tokens)
 
     @property
     def complete(self) -> bool:

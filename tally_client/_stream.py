@@ -16,7 +16,7 @@ import contextlib
 import json
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -31,8 +31,8 @@ from ._supervisor import Supervisor, check_structured
 if TYPE_CHECKING:
     import anyio
 
+    from ._decision import Decision
     from ._request import WireRequest
-    from ._routing import Decision
 
 __all__ = ["AsyncStream", "Stream", "parse_partial_json"]
 
@@ -160,9 +160,16 @@ class Stream(_StreamBase):
         response = stream.final()
     """
 
-    def __init__(self, http: httpx.Client, sup: Supervisor, wire: WireRequest) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        sup: Supervisor,
+        wire: WireRequest,
+        prepare: Callable[[], tuple[Supervisor, WireRequest]] | None = None,
+    ) -> None:
         super().__init__(sup, wire)
         self._http = http
+        self._prepare = prepare  # a plan made when the stream is first iterated
         self._wake = threading.Event()
         self._thread: int | None = None
         # Held weakly: when the caller drops its iterator (breaks out of a loop), the
@@ -228,6 +235,9 @@ class Stream(_StreamBase):
 
     def _iterate(self) -> Iterator[StreamEvent]:
         self._thread = threading.get_ident()
+        if self._prepare is not None:
+            prepare, self._prepare = self._prepare, None
+            self._sup, self._wire = prepare()
         sup, link = self._sup, self._link
         try:
             while True:
@@ -361,9 +371,16 @@ class AsyncStream(_StreamBase):
         response = await stream.final()
     """
 
-    def __init__(self, http: httpx.AsyncClient, sup: Supervisor, wire: WireRequest) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        sup: Supervisor,
+        wire: WireRequest,
+        prepare: Callable[[], Awaitable[tuple[Supervisor, WireRequest]]] | None = None,
+    ) -> None:
         super().__init__(sup, wire)
         self._http = http
+        self._prepare = prepare  # a plan that needs I/O (a hosted router), awaited first
         self._wake: anyio.Event | None = None  # made on the event loop, when iteration starts
         self._active: weakref.ref[AsyncIterator[StreamEvent]] | None = None
 
@@ -417,6 +434,9 @@ class AsyncStream(_StreamBase):
         import anyio
 
         self._wake = anyio.Event()
+        if self._prepare is not None:
+            prepare, self._prepare = self._prepare, None
+            self._sup, self._wire = await prepare()
         sup, link = self._sup, self._link
         try:
             while True:

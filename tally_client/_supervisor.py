@@ -8,6 +8,7 @@ Supervisor; one attempt, one `Accumulator` and one provider decoder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -45,7 +46,7 @@ from ._response import (
 from ._retry import RetryPolicy, Timeouts
 
 if TYPE_CHECKING:
-    from ._routing import Decision
+    from ._decision import Decision
     from .providers._base import Provider, StreamDecoder
 
 __all__ = ["Accumulator", "ProxyBufferingWarning", "Supervisor"]
@@ -209,6 +210,10 @@ class Supervisor:
         self.policy = policy
         self.timeouts = timeouts
         self.decision = decision
+        self._price = decision.price if decision is not None else None
+        self.on_end: Callable[[Response], None] | None = None
+        """Called once with the call's final Response (complete, partial, failed's partial or
+        cancelled), e.g. so the router learns the outcome; its exceptions are swallowed."""
         self.structured = structured
         self.clock = clock
         self.started = clock()
@@ -384,7 +389,7 @@ class Supervisor:
         if delay is None:
             # The last attempt ended cleanly, so this is a partial result, not a failure,
             # even when the longest text came from an attempt that broke.
-            return replace(self._longest_partial(partial), state="partial")
+            return self._ended(replace(self._longest_partial(partial), state="partial"))
         return delay
 
     def atomic_body(self, body: Any) -> Response:
@@ -432,14 +437,21 @@ class Supervisor:
         partial = self._build("interrupted")
         delay = self._next_delay(error, partial)
         if delay is None:
-            error.partial = self._longest_partial(partial)
+            error.partial = self._ended(self._longest_partial(partial))
             error.attempts = tuple(self._attempts)
             raise error
         return delay
 
     def cancelled(self) -> Response:
         """The caller closed the stream: the Response with the text so far."""
-        return self._build("cancelled")
+        return self._ended(self._build("cancelled"))
+
+    def _ended(self, response: Response) -> Response:
+        hook, self.on_end = self.on_end, None  # once per call
+        if hook is not None:
+            with contextlib.suppress(Exception):  # learning must never fail the call
+                hook(response)
+        return response
 
     def snapshot(self) -> Response:
         """The current attempt's Response so far (state "partial" until it ends)."""
@@ -458,7 +470,11 @@ class Supervisor:
             total = self.timeouts.total
             if total is not None and self.clock() - self.started + delay >= total:
                 delay = None
-        self._attempts.append(Attempt(self.attempt, error, len(partial.text), delay or 0.0))
+        self._attempts.append(
+            Attempt(
+                self.attempt, error, len(partial.text), delay or 0.0, partial.usage, self._price
+            )
+        )
         self._partials.append(partial)
         if delay is not None and self.stream:
             if self.acc.has_output:  # text, thinking or tool-call deltas were shown
@@ -474,7 +490,9 @@ class Supervisor:
         return replace(best, attempts=tuple(self._attempts))
 
     def _finish(self, state: ResponseState) -> Response:
-        self._attempts.append(Attempt(self.attempt, None, len(self.acc.text)))
+        self._attempts.append(
+            Attempt(self.attempt, None, len(self.acc.text), 0.0, self.acc.usage, self._price)
+        )
         response = self._build(state)
         if response.metrics.buffered:
             warnings.warn(
@@ -486,7 +504,7 @@ class Supervisor:
                 ProxyBufferingWarning,
                 stacklevel=4,
             )
-        return response
+        return self._ended(response)
 
     def _build(self, state: ResponseState) -> Response:
         acc = self.acc

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from tally_client.testing.llama import LlamaServer, LlamaServerError
+
+# The embedded router learns into a SQLite store; the tests' calls must not teach the user's
+# own store (~/.cache/tally_client/router.sqlite3), so they get a throw-away one.
+os.environ.setdefault(
+    "TALLY_ROUTER_STORE", os.path.join(tempfile.mkdtemp(prefix="tally-router-"), "router.sqlite3")
+)
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ def test_twins_have_the_same_public_methods_and_signatures(sync: type, async_: t
 
 
 def test_async_methods_are_coroutines_where_the_sync_ones_block() -> None:
-    for name in ("complete", "close"):
+    for name in ("complete", "close", "route"):
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
         assert not inspect.iscoroutinefunction(getattr(Client, name)), name
     assert inspect.iscoroutinefunction(AsyncStream.final)

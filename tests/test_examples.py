@@ -19,6 +19,7 @@ EXPECTED = {
     "structured_output.py": "parsed: {",
     "chat_ui_resets.py": "(complete, 2 attempts)",
     "pipeline.py": "rerun: 8 of 8 items taken from the checkpoint",
+    "hosted_router.py": "when the hosted router fails: source fallback",
 }
 
 
@@ -29,8 +30,8 @@ def test_every_example_is_covered() -> None:
 @pytest.mark.live
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_runs(llama: LlamaServer, name: str) -> None:
-    env = {**os.environ, "TALLY_LOCAL_BASE_URL": llama.base_url}
-    env["PYTHONPATH"] = str(EXAMPLES.parent)  # this checkout's package, whatever is installed
+    # PYTHONPATH: the checkout under test, whichever one the venv's editable install names.
+    env = {**os.environ, "TALLY_LOCAL_BASE_URL": llama.base_url, "PYTHONPATH": str(EXAMPLES.parent)}
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
         env.pop(key, None)  # the examples must use the local model
     out = subprocess.run(

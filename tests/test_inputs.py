@@ -439,3 +439,38 @@ def test_configured_providers_carry_no_local_hint() -> None:
     assert providers["openai"].connect_hint == ""
     local, _ = default_setup({})
     assert "llama serve" in local["local"].connect_hint
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.protocol)
+@pytest.mark.parametrize(
+    ("prompt", "options", "where"),
+    [
+        ([{"role": "user", "content": 5}], {}, r"messages\[0\]\.content must be"),
+        ([{"role": "user", "content": [5]}], {}, r"messages\[0\]\.content must be"),
+        ([{"role": "assistant", "content": "x", "tool_calls": 5}], {}, r"tool_calls must be"),
+        ("hi", {"tools": [42]}, r"tools\[0\] must be a Tool"),
+        ("hi", {"tools": [{"name": "f", "parameters": "x"}]}, r"parameters must be"),
+        ("hi", {"tools": [Tool("f", parameters="x")]}, r"parameters must be"),  # type: ignore[arg-type]
+    ],
+)  # fmt: skip
+def test_messages_and_tools_of_the_wrong_shape(
+    server: ReplayServer, wire: Wire, prompt: Any, options: dict[str, Any], where: str
+) -> None:
+    url = server.add(Reply.json(wire.atomic_body))
+    with client_for(url, wire) as client, pytest.raises(ConfigurationError, match=where):
+        client.complete(prompt, **options)
+    assert server.requests(url) == []
+
+
+def test_a_tool_result_may_be_any_json_value(server: ReplayServer) -> None:
+    url = server.add(Reply.json(WIRES[2].atomic_body))
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": {"temp": 20}},
+    ]  # fmt: skip
+    with client_for(url, WIRES[2]) as client:
+        assert client.complete(messages).complete
+    sent = server.requests(url)[0].json()["messages"][-1]["content"][0]
+    assert sent["type"] == "tool_result" and '"temp": 20' in sent["content"]

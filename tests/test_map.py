@@ -158,6 +158,9 @@ def test_a_response_survives_the_checkpoint_round_trip(server: ReplayServer) -> 
     assert back.finish_reason == response.finish_reason
     assert back.metrics == response.metrics
     assert len(back.attempts) == 2
+    assert [a.usage for a in back.attempts] == [a.usage for a in response.attempts]
+    assert [a.price for a in back.attempts] == [a.price for a in response.attempts]
+    assert back.cost == response.cost
     assert isinstance(back.attempts[0].error, RateLimitError)
     assert back.attempts[0].error.status_code == 429
     assert str(back.attempts[0].error) == str(response.attempts[0].error)
@@ -387,3 +390,24 @@ async def test_async_map_configuration_error_ends_the_run(server: ReplayServer) 
     async with AsyncClient(base_url=url + "/v1") as client:
         with pytest.raises(ConfigurationError, match="messages"):
             await client.map(["a", []], concurrency=1)
+
+
+def test_map_sums_cost_and_keeps_it_through_the_checkpoint(
+    server: ReplayServer, tmp_path: Path
+) -> None:
+    from tally_client import ModelSpec
+    from tally_client._decision import Price
+    from tally_client.providers.openai_chat import OpenAIChatProvider
+
+    url = server.add(chat_reply("x", prompt_tokens=1000, completion_tokens=500))
+    providers = {"p": OpenAIChatProvider(base_url=url + "/v1", name="p")}
+    models = [ModelSpec("m", "p", price=Price(input=2.0, output=8.0))]
+    checkpoint = tmp_path / "run.jsonl"
+    with Client(models, providers=providers) as client:
+        first = client.map(["a", "b"], checkpoint=checkpoint)
+        again = client.map(["a", "b"], checkpoint=checkpoint)
+    each = (1000 * 2.0 + 500 * 8.0) / 1_000_000
+    assert first.cost == pytest.approx(2 * each)
+    assert again.resumed == 2
+    assert again.cost == pytest.approx(2 * each)
+    assert [r.cost for r in again if r] == [pytest.approx(each)] * 2

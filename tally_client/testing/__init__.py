@@ -4,5 +4,15 @@ Importing this package loads only the standard library (the SDKs and anyio load 
 """
 
 from .replay import CutMode, Framing, RecordedRequest, ReplayServer, Reply, Scenario
+from .tally_server import TallyRequest, TallyServer
 
-__all__ = ["CutMode", "Framing", "RecordedRequest", "ReplayServer", "Reply", "Scenario"]
+__all__ = [
+    "CutMode",
+    "Framing",
+    "RecordedRequest",
+    "ReplayServer",
+    "Reply",
+    "Scenario",
+    "TallyRequest",
+    "TallyServer",
+]

@@ -1,0 +1,371 @@
+"""Step 5: the hosted Tally router, with the embedded router as its fallback.
+
+Wire (../shared/reference/tally-router-api.md; the hosted API is only partly public):
+`POST {TALLY_BASE_URL}/route` with `Authorization: Bearer $TALLY_API_KEY` and a JSON body
+`{"semantic_envelope": ..., "available_models": [...], "available_tools": []}` (the body
+shape and the path are those of the only known live client, TallyTestClient; the envelope
+either the site's protocol "2" or that client's schema "1.0": `wire="v2"` or `"v1"`). The
+answer's `recommended_model` and `exploration_flag` are documented on tallyy.org/docs.html;
+`confidence_score` and `decision_trace` come from the live client; a streaming flag exists
+(tallyy.org/streaming.html) under an unknown name, so `stream`, `stream_recommended` and
+`streaming` are all read; a decision id is read from `decision_id` or `id` when present.
+
+The hosted router is advisory: ANY failure (timeout, refused connection, non-2xx status,
+malformed JSON, a model outside the configured ones, an answer slower than `timeout`) falls
+back to the embedded router, recorded on the Decision (`source="fallback"`, the first reason
+saying why), and is never raised. Only envelope fields, model ids, counts and flags are sent:
+never a prompt, a message, a tool schema or output text.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._decision import NO_CHOICE, CallerChoice, Confidence, Decision, ModelSpec, Outcome
+from .._envelope import Envelope
+from .._errors import MissingAPIKeyError
+from .choice import candidates, needed_quality
+from .router import EmbeddedRouter
+from .rules import LONG_OUTPUT_TOKENS, delivery
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .telemetry import Telemetry
+
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "DEFAULT_BASE_URL",
+    "TallyRouter",
+    "WireFormat",
+    "envelope_wire",
+    "route_body",
+]
+
+API_KEY_ENV = "TALLY_API_KEY"
+BASE_URL_ENV = "TALLY_BASE_URL"
+DEFAULT_BASE_URL = "https://api.tallyy.org"
+WireFormat = Literal["v2", "v1"]
+
+_V1_TASKS = (
+    ("code", "code"),
+    ("creative", "creative"),
+    ("summar", "synthesis"),
+    ("qa", "retrieval"),
+    ("classif", "classification"),
+    ("extract", "retrieval"),
+    ("math", "math"),
+    ("agent", "agentic"),
+)
+_V1_BUCKETS = {"short": "small", "medium": "medium", "long": "large", "extended": "xlarge"}
+_V1_OUTPUT = {"<2k": "small", "2k-8k": "medium", "8k-32k": "large", "32k+": "xlarge"}
+
+
+def envelope_wire(envelope: Envelope, wire: WireFormat) -> dict[str, Any]:
+    """The envelope in a wire format: "v2" (tallyy.org, protocol "2") or "v1" (schema "1.0").
+
+    v1's fields come from TallyTestClient (task_type classification|reasoning|creative|code|
+    math|retrieval|synthesis|agentic, structure_type qa|multi-step|tool-call-heavy|long-form,
+    complexity_score 0.1-1.0, size buckets small|medium|large|xlarge, determinism_required,
+    capability_tags); the mapping from ours is tally_client's.
+    """
+    if wire == "v2":
+        return envelope.to_wire()
+    task = envelope.task_type or ""
+    v1_task = next((v for prefix, v in _V1_TASKS if task.startswith(prefix)), "reasoning")
+    n = envelope.expected_output_tokens or 0
+    if envelope.tools_used:
+        structure = "tool-call-heavy"
+    elif n >= LONG_OUTPUT_TOKENS:
+        structure = "long-form"
+    else:
+        structure = "qa"
+    tags = [
+        t
+        for t, on in (
+            ("json", envelope.structure_type == "json"),
+            ("tools", envelope.tools_used > 0),
+        )
+        if on
+    ]
+    return {
+        "schema_version": "1.0",
+        "task_type": v1_task,
+        "structure_type": structure,
+        "complexity_score": round(0.1 + 0.3 * (needed_quality(envelope) - 1), 2),
+        "context_length_bucket": _V1_BUCKETS[envelope.context_length],
+        "estimated_tokens_bucket": _V1_OUTPUT.get(envelope.estimated_tokens or "<2k", "small"),
+        "determinism_required": envelope.structure_type == "json",
+        "capability_tags": tags,
+    }
+
+
+def route_body(envelope: Envelope, models: Sequence[str], wire: WireFormat) -> dict[str, Any]:
+    """The JSON body of `POST /route`."""
+    return {
+        "semantic_envelope": envelope_wire(envelope, wire),
+        "available_models": list(models),
+        "available_tools": [],
+    }
+
+
+class _Unusable(Exception):
+    """The hosted router's answer cannot be used; the message says why."""
+
+
+def _field(data: Mapping[str, Any], *names: str) -> Any:
+    return next((data[n] for n in names if n in data), None)
+
+
+class TallyRouter:
+    """The hosted Tally router, advisory, with the embedded router as its fallback.
+
+    Args:
+        api_key: default $TALLY_API_KEY.
+        base_url: default $TALLY_BASE_URL, else https://api.tallyy.org.
+        wire: the envelope/telemetry wire format: "v2" (tallyy.org's protocol "2", default)
+            or "v1" (schema "1.0", as the known live client sends).
+        timeout: seconds the route request may take in all before the fallback decides.
+        fallback: the embedded router used on any failure (default: a learning one).
+        telemetry: send an outcome to `/telemetry` after every call (default True).
+        telemetry_queue: outcomes waiting at most; beyond that they are dropped, never waited on.
+        transport, async_transport: httpx transports (tests); default: real sockets.
+
+    Raises:
+        MissingAPIKeyError: no key given and $TALLY_API_KEY is unset.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        wire: WireFormat = "v2",
+        timeout: float = 1.0,
+        fallback: EmbeddedRouter | None = None,
+        telemetry: bool = True,
+        telemetry_queue: int = 1000,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        key = api_key or os.environ.get(API_KEY_ENV)
+        if not key:
+            raise MissingAPIKeyError("tally", (API_KEY_ENV,))
+        self._key = key
+        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        self.wire: WireFormat = wire
+        self.timeout = timeout
+        self.fallback = fallback if fallback is not None else EmbeddedRouter()
+        self._transport = transport
+        self._async_transport = async_transport
+        self._http: httpx.Client | None = None
+        self._ahttp: httpx.AsyncClient | None = None
+        self._envelopes: OrderedDict[str, Envelope] = OrderedDict()
+        self.telemetry: Telemetry | None = None
+        if telemetry:
+            from .telemetry import Telemetry
+
+            self.telemetry = Telemetry(
+                self.base_url, key, wire, maxsize=telemetry_queue, transport=transport
+            )
+
+    def __repr__(self) -> str:
+        return f"TallyRouter(base_url={self.base_url!r}, wire={self.wire!r})"
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _prepare(
+        self, envelope: Envelope, models: Sequence[ModelSpec], choice: CallerChoice
+    ) -> tuple[list[ModelSpec], bytes] | Decision:
+        if choice.model is not None:  # nothing left for the hosted router to choose
+            return self.fallback.route(envelope, models, choice)
+        fits = candidates(envelope, models)  # ContextLengthError is the caller's, raised here
+        import json
+
+        body = json.dumps(route_body(envelope, [m.name for m in fits], self.wire)).encode()
+        return fits, body
+
+    def route(
+        self, envelope: Envelope, models: Sequence[ModelSpec], choice: CallerChoice = NO_CHOICE
+    ) -> Decision:
+        """Ask the hosted router (blocking, at most `timeout` s); see `Router.route`."""
+        prepared = self._prepare(envelope, models, choice)
+        if isinstance(prepared, Decision):
+            return prepared
+        fits, body = prepared
+        started = time.monotonic()
+        try:
+            import httpx
+
+            if self._http is None:
+                self._http = httpx.Client(transport=self._transport)
+            reply = self._http.post(
+                self.base_url + "/route",
+                content=body,
+                headers=self._headers,
+                timeout=httpx.Timeout(self.timeout),
+            )
+            decision = self._read(reply.status_code, reply.content, started, envelope, fits, choice)
+        except Exception as exc:  # advisory: no failure of the hosted router reaches the call
+            return self._fall_back(exc, envelope, models, choice)
+        self._remember(decision.id, envelope)
+        return decision
+
+    async def aroute(
+        self, envelope: Envelope, models: Sequence[ModelSpec], choice: CallerChoice = NO_CHOICE
+    ) -> Decision:
+        """`route` without blocking the event loop (an async request)."""
+        prepared = self._prepare(envelope, models, choice)
+        if isinstance(prepared, Decision):
+            return prepared
+        fits, body = prepared
+        started = time.monotonic()
+        try:
+            import httpx
+
+            if self._ahttp is None:
+                self._ahttp = httpx.AsyncClient(transport=self._async_transport)
+            reply = await self._ahttp.post(
+                self.base_url + "/route",
+                content=body,
+                headers=self._headers,
+                timeout=httpx.Timeout(self.timeout),
+            )
+            decision = self._read(reply.status_code, reply.content, started, envelope, fits, choice)
+        except Exception as exc:  # advisory: no failure of the hosted router reaches the call
+            return self._fall_back(exc, envelope, models, choice)
+        self._remember(decision.id, envelope)
+        return decision
+
+    def _read(
+        self,
+        status: int,
+        content: bytes,
+        started: float,
+        envelope: Envelope,
+        fits: list[ModelSpec],
+        choice: CallerChoice,
+    ) -> Decision:
+        import json
+
+        elapsed = time.monotonic() - started
+        if elapsed > self.timeout:
+            raise _Unusable(f"answered after {elapsed:.2f} s, past the {self.timeout} s limit")
+        if not 200 <= status < 300:
+            raise _Unusable(f"HTTP {status}")
+        try:
+            data = json.loads(content)
+        except ValueError:
+            raise _Unusable("the answer is not JSON") from None
+        if not isinstance(data, dict):
+            raise _Unusable("the answer is not a JSON object")
+        name = data.get("recommended_model")
+        spec = next((m for m in fits if m.name == name), None)
+        if spec is None:
+            raise _Unusable(f"it recommended {name!r}, which is not among the configured models")
+        conf = _field(data, "confidence_score", "confidence")
+        model_conf = float(conf) if isinstance(conf, (int, float)) and 0 <= conf <= 1 else 0.5
+        explored = data.get("exploration_flag") is True
+        advice = _field(data, "stream", "stream_recommended", "streaming")
+        stream, stream_conf, mode_reasons, phases = delivery(envelope, spec, choice.stream)
+        if isinstance(advice, bool) and choice.stream is None:
+            stream, stream_conf = advice, max(stream_conf, 0.7)
+            mode_reasons = (
+                "the hosted router advises " + ("streaming" if advice else "an atomic call"),
+            )
+        trace = data.get("decision_trace")
+        said = f"{spec.name}: recommended by the hosted router"
+        if explored:
+            said += " (exploring: its confidence is low)"
+        if isinstance(trace, str) and trace:
+            said += f": {trace[:200]}"
+        ident = _field(data, "decision_id", "id")
+        extra: dict[str, Any] = {"id": ident} if isinstance(ident, str) and ident else {}
+        return Decision(
+            model=spec.name,
+            provider=spec.provider,
+            stream=stream,
+            confidence=Confidence(round(model_conf, 3), stream_conf),
+            reasons=(*mode_reasons, said),
+            exploration=explored,
+            phases=phases,
+            source="caller" if choice.stream is not None else "remote",
+            price=spec.price,
+            shape=self.fallback_shape(envelope),
+            **extra,
+        )
+
+    @staticmethod
+    def fallback_shape(envelope: Envelope) -> str:
+        from .learner import shape_key
+
+        return shape_key(envelope)
+
+    def _fall_back(
+        self,
+        exc: BaseException,
+        envelope: Envelope,
+        models: Sequence[ModelSpec],
+        choice: CallerChoice,
+    ) -> Decision:
+        why = str(exc) if isinstance(exc, _Unusable) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, _Unusable) and type(exc).__name__.endswith("Timeout"):
+            why = f"no answer within {self.timeout} s ({type(exc).__name__})"
+        decision = self.fallback.route(envelope, models, choice)
+        decision = replace(
+            decision,
+            source="fallback",
+            reasons=(
+                f"the hosted router could not be used ({why}): the embedded router decided",
+                *decision.reasons,
+            ),
+        )
+        self._remember(decision.id, envelope)
+        return decision
+
+    def _remember(self, decision_id: str, envelope: Envelope) -> None:
+        self._envelopes[decision_id] = envelope
+        if len(self._envelopes) > 4096:
+            self._envelopes.popitem(last=False)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def record(
+        self, decision: Decision, outcome: Outcome, envelope: Envelope | None = None
+    ) -> None:
+        """Learn locally (the fallback's learner) and queue the outcome for `/telemetry`.
+
+        Never blocks: a full telemetry queue drops the outcome.
+        """
+        self.fallback.record(decision, outcome, envelope)
+        if envelope is None:
+            envelope = self._envelopes.get(decision.id)
+        if self.telemetry is not None and envelope is not None:
+            self.telemetry.send(decision, outcome, envelope)
+
+    def close(self) -> None:
+        """Flush telemetry (a few seconds at most), then close the connections."""
+        if self.telemetry is not None:
+            self.telemetry.close()
+        self.fallback.close()
+        if self._http is not None:
+            self._http.close()
+
+    async def aclose(self) -> None:
+        """`close` (its flush waits in a worker thread, not on the event loop), also closing
+        the async connection pool."""
+        import anyio
+
+        await anyio.to_thread.run_sync(self.close)
+        if self._ahttp is not None:
+            await self._ahttp.aclose()
