@@ -1,11 +1,12 @@
 # The two commands of the README. Both do their own set-up on a fresh machine.
 #   make demo   runs the demo against a real local model (provisioned once, then cached)
 #   make test   runs the linters, the type checker and every test, the live ones included
+#   make chat   serves the example chat page (examples/chat_web) on the local model
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint bench setup model llamastack clean
+.PHONY: demo test lint bench setup model llamastack clean chat system-deps node-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,17 +27,42 @@ llamastack: setup
 demo: model
 	$(PY) examples/demo.py
 
+chat: model
+	$(PY) examples/chat_web/app.py
+
+# The web tests' real parts: Debian's chromium (driven by Playwright), nginx, and Node for the
+# Vercel AI SDK client. Each is installed only when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+NODE_DIR := tests/web/node
+
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: system-deps $(NODE_DIR)/node_modules/.installed
+
 lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint model llamastack
+test: lint model system-deps node-deps llamastack
 	$(VENV)/bin/pytest
 
 bench: setup
 	$(PY) -m benchmarks
 	$(PY) -m benchmarks.routing
+	$(PY) -m benchmarks.web
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

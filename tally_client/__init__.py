@@ -16,10 +16,10 @@ from __future__ import annotations
 import atexit
 import sys
 from collections.abc import Sequence
-from typing import IO, Any, Unpack
+from typing import IO, Any, TypeVar, Unpack
 
 from ._batch import AsyncBatchJob, BatchItemError, BatchJob, BatchResult, BatchStatus
-from ._client import AsyncClient, CallOptions, Client
+from ._client import AsyncClient, BaseCallOptions, CallOptions, Client
 from ._decision import Confidence, Decision, ModelSpec, PhasePlan, Price
 from ._envelope import Envelope, build_envelope
 from ._errors import (
@@ -58,11 +58,15 @@ from ._events import (
 )
 from ._limiter import AdaptiveLimit, LimitChange
 from ._map import ItemError, MapResult
+from ._output import PartialToolCall, PartialToolCalls
+from ._partial import PartialJSON, parse_partial_json
 from ._request import Message, Tool
 from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, ToolCall, Usage
 from ._retry import RetryPolicy, Timeouts
-from ._stream import AsyncStream, Stream, parse_partial_json
+from ._stream import AsyncStream, Stream
 from ._supervisor import ProxyBufferingWarning
+from ._toolrun import AsyncToolRun, ToolRun, ToolRunEvent
+from ._tools import ToolCallStarted, ToolResult, ToolRound, tool_from_function
 from .routing import ContextLengthError, EmbeddedRouter, Router
 from .routing.remote import TallyRouter
 
@@ -73,6 +77,7 @@ __all__ = [
     "AsyncBatchJob",
     "AsyncClient",
     "AsyncStream",
+    "AsyncToolRun",
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
@@ -102,6 +107,9 @@ __all__ = [
     "MissingAPIKeyError",
     "ModelSpec",
     "OverloadedError",
+    "PartialJSON",
+    "PartialToolCall",
+    "PartialToolCalls",
     "PermissionDeniedError",
     "PhasePlan",
     "PoolTimeout",
@@ -129,6 +137,11 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolCallDelta",
+    "ToolCallStarted",
+    "ToolResult",
+    "ToolRound",
+    "ToolRun",
+    "ToolRunEvent",
     "TotalTimeout",
     "TransportError",
     "Usage",
@@ -136,8 +149,12 @@ __all__ = [
     "ask",
     "ask_stream",
     "build_envelope",
+    "extract",
     "parse_partial_json",
+    "tool_from_function",
 ]
+
+T = TypeVar("T")
 
 _default_client: Client | None = None
 
@@ -157,6 +174,33 @@ def ask(prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> str:
         ProviderError: the call failed; ConfigurationError: bad arguments or set-up.
     """
     return _client().complete(prompt, **options).text
+
+
+def extract(
+    prompt: str | Sequence[Message], schema: type[T], **options: Unpack[BaseCallOptions]
+) -> T:
+    """Extract a typed value from a prompt in one line: an atomic call with `schema=` on the
+    shared default `Client`, returning the validated `Response.parsed`.
+
+        person = extract("Maria Lopez, 34, lives in Seville.", Person)
+
+    Args:
+        prompt: the text to extract from (or messages).
+        schema: a Pydantic model class, any type Pydantic's TypeAdapter accepts, or (typed as
+            Any) a JSON Schema dict.
+        **options: see `CallOptions`; `consumer` defaults to "machine".
+
+    Raises:
+        StructuredOutputError: the output does not match the schema (or was cut: raise
+            max_tokens); ProviderError: the call failed; ConfigurationError: bad arguments.
+    """
+    options.setdefault("consumer", "machine")
+    response: Response[T] = _client().complete(prompt, schema=schema, **options)
+    if not response.complete:
+        raise StructuredOutputError(
+            f"the answer is {response.state}: no validated value", response, truncated=False
+        )
+    return response.parsed
 
 
 def ask_stream(

@@ -29,6 +29,7 @@ from .providers._batch import (
 )
 
 if TYPE_CHECKING:
+    from ._output import StructuredCall
     from .providers._base import Provider
 
 __all__ = ["AsyncBatchJob", "BatchItemError", "BatchJob", "BatchResult", "BatchStatus"]
@@ -69,7 +70,7 @@ class _JobBase:
         status: BatchStatus,
         *,
         model: str,
-        structured: bool,
+        structured: StructuredCall | None,
         retry: RetryPolicy,
     ) -> None:
         self._codec = codec
@@ -148,7 +149,7 @@ class BatchJob(_JobBase):
         status: BatchStatus,
         *,
         model: str,
-        structured: bool,
+        structured: StructuredCall | None,
         retry: RetryPolicy,
     ) -> None:
         super().__init__(codec, status, model=model, structured=structured, retry=retry)
@@ -234,7 +235,7 @@ class AsyncBatchJob(_JobBase):
         status: BatchStatus,
         *,
         model: str,
-        structured: bool,
+        structured: StructuredCall | None,
         retry: RetryPolicy,
     ) -> None:
         super().__init__(codec, status, model=model, structured=structured, retry=retry)

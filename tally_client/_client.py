@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 import httpx
 
@@ -19,6 +19,7 @@ from ._options import (
     check_prompt,
     check_text,
 )
+from ._output import prompt_instruction, structured_call
 from ._request import CallSpec, Message, Tool, WireRequest, normalize_messages, normalize_tools
 from ._response import Response
 from ._retry import RetryPolicy, Timeouts
@@ -29,9 +30,14 @@ from .routing import EmbeddedRouter, Router
 if TYPE_CHECKING:
     from ._batch import AsyncBatchJob, BatchJob
     from ._map import MapResult
+    from ._output import StructuredCall
+    from ._toolrun import AsyncToolRun, ToolRun
+    from ._tools import ToolLoop
     from .providers._base import Provider
 
 __all__ = ["AsyncClient", "CallOptions", "Client"]
+
+T = TypeVar("T")
 
 MAX_CONNECTIONS = 1000
 """Streams hold a connection for their whole length: httpx's default cap of 100 connections
@@ -47,18 +53,26 @@ def _limits(max_connections: int) -> httpx.Limits:
     )
 
 
-class CallOptions(TypedDict, total=False):
-    """Keyword options every call method takes (all optional).
+class BaseCallOptions(TypedDict, total=False):
+    """Keyword options every call method takes (all optional); `CallOptions` adds `schema`
+    (kept apart so that the methods' overloads can type `schema=Person` as `Response[Person]`).
 
     Attributes:
         system: a system prompt, put before the messages.
         model: skip the model choice and use this model.
         max_tokens: output limit, in tokens (also the envelope's expected output length).
         temperature: sampling temperature.
-        schema: a JSON Schema the output must follow (structured output); the final text is
-            checked strictly and parsed into `Response.parsed`.
-        schema_name: the name given to that schema (default "output").
-        tools: functions the model may call (`Tool`s or dicts with name/description/parameters).
+        schema: the structured output's type: a Pydantic model class, any type Pydantic's
+            `TypeAdapter` accepts (dataclass, TypedDict, `list[Model]`, ...), or a JSON Schema
+            dict. Sent as each provider's native structured output; the final text is
+            validated strictly into `Response.parsed` (see docs/structured-output.md).
+        schema_mode: "native" (default): the provider's own structured output; "prompt": the
+            schema goes in a system message instead, for models without native structured
+            output (the answer is still validated; fences and prose around it are tolerated).
+        schema_name: the name given to that schema (default: the type's name, the dict's
+            `title`, else "output").
+        tools: functions the model may call: Python functions (sync or async; the signature
+            and docstring give the schema), `Tool`s, or dicts with name/description/parameters.
         consumer: "human", "machine" or "pipeline": who reads the output.
         task_type: the kind of work ("chat", "summarisation", "extraction", ...).
         structure_type: the output's form: "prose", "code", "json", "list" or "mixed".
@@ -86,9 +100,9 @@ class CallOptions(TypedDict, total=False):
     model: str
     max_tokens: int
     temperature: float
-    schema: Mapping[str, Any]
+    schema_mode: Literal["native", "prompt"]
     schema_name: str
-    tools: Sequence[Tool | Mapping[str, Any]]
+    tools: Sequence[Tool | Mapping[str, Any] | Callable[..., Any]]
     consumer: Consumer
     task_type: str
     structure_type: StructureType
@@ -105,6 +119,12 @@ class CallOptions(TypedDict, total=False):
     top_k: int
     presence_penalty: float
     frequency_penalty: float
+
+
+class CallOptions(BaseCallOptions, total=False):
+    """Every keyword option of a call: `BaseCallOptions` and `schema` (documented there)."""
+
+    schema: Any
 
 
 CALL_OPTIONS = CallOptions.__optional_keys__ | CallOptions.__required_keys__
@@ -230,6 +250,17 @@ class _BaseClient:
             context_tokens=tokens,
         )
 
+    def _tool_loop(
+        self, prompt: str | Sequence[Message], max_rounds: int, options: CallOptions
+    ) -> ToolLoop:
+        from ._tools import ToolLoop
+
+        check_option_names(options, CALL_OPTIONS)
+        messages = normalize_messages(prompt, options.get("system"))
+        rest = CallOptions(**options)
+        rest.pop("system", None)  # already the first message
+        return ToolLoop(messages, normalize_tools(options.get("tools")), rest, max_rounds)
+
     def _count_target(self, envelope: Envelope) -> Provider | None:
         """The provider to ask for an exact input count: one that can count (llama-server's
         /tokenize) serving a model whose window the estimate comes near; else None."""
@@ -256,18 +287,20 @@ class _BaseClient:
             models = (*models, spec)
         return models, CallerChoice(model, stream)
 
-    def _observer(self, decision: Decision, envelope: Envelope, structured: bool) -> Any:
+    def _observer(
+        self, decision: Decision, envelope: Envelope, structured: StructuredCall | None
+    ) -> Any:
         record = getattr(self.router, "record", None)
         if record is None:
             return None
 
         def observe(response: Response) -> None:
+            # Output that fails its schema is a failed call (the check is remembered, so the
+            # caller's own `final()` does not validate again).
             bad_json = (
-                structured
+                structured is not None
                 and response.state == "complete"
-                and response.parsed is None
-                and bool(response.text)
-                and not response.tool_calls
+                and not structured.valid(response)
             )
             if response.state == "cancelled":
                 return  # the caller stopped it: says nothing about the model
@@ -303,12 +336,20 @@ class _BaseClient:
                 reasons=("a live call: atomic rather than the Batch API", *decision.reasons),
                 source="caller",
             )
+        structured = structured_call(options.get("schema"), options.get("schema_name"))
+        mode = options.get("schema_mode", "native")
+        if mode not in ("native", "prompt"):
+            raise ConfigurationError(f"schema_mode must be 'native' or 'prompt', got {mode!r}")
+        native = structured is not None and mode == "native"
+        if structured is not None and not native:
+            instruction = {"role": "system", "content": prompt_instruction(structured.spec)}
+            messages = (instruction, *messages)
         spec = CallSpec(
             messages=tuple(messages),
             max_tokens=options.get("max_tokens"),
             temperature=options.get("temperature"),
-            schema=options.get("schema"),
-            schema_name=options.get("schema_name", "output"),
+            schema=structured.spec.json_schema if structured and native else None,
+            schema_name=structured.spec.name if structured else "output",
             tools=normalize_tools(options.get("tools")),
             extra_body=options.get("extra_body") or {},
             stop=_stop_tuple(options.get("stop")),
@@ -333,9 +374,9 @@ class _BaseClient:
             policy=options.get("retry") or self.retry,
             timeouts=options.get("timeouts") or self.timeouts,
             decision=decision,
-            structured=spec.schema is not None,
+            structured=structured,
         )
-        sup.on_end = self._observer(decision, envelope, spec.schema is not None)
+        sup.on_end = self._observer(decision, envelope, structured)
         wire = provider.build_request(spec, decision.model, stream=decision.stream)
         if self.extra_headers or call_headers:
             from .providers._base import auth_values
@@ -513,6 +554,22 @@ class Client(_BaseClient):
         if close is not None:
             close()
 
+    @overload
+    def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: type[T],
+        **options: Unpack[BaseCallOptions],
+    ) -> Response[T]: ...
+    @overload
+    def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
+        **options: Unpack[BaseCallOptions],
+    ) -> Response: ...
     def complete(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Response:
         """Make an atomic call and return the whole Response, with exact usage.
 
@@ -522,11 +579,27 @@ class Client(_BaseClient):
 
         Raises:
             ProviderError: the call failed after the retries the policy allows.
-            StructuredOutputError: a schema was given and the output is not valid JSON.
+            StructuredOutputError: a schema was given and the output does not match it.
             ConfigurationError: bad arguments, an unknown model, a missing key.
         """
         return self._stream(prompt, options, False).final()
 
+    @overload
+    def stream(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: type[T],
+        **options: Unpack[BaseCallOptions],
+    ) -> Stream[T]: ...
+    @overload
+    def stream(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
+        **options: Unpack[BaseCallOptions],
+    ) -> Stream: ...
     def stream(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Stream:
         """Start a streamed call: iterate its events or text, or block on `final()`.
 
@@ -542,6 +615,22 @@ class Client(_BaseClient):
         """
         return self._stream(prompt, options, True)
 
+    @overload
+    def respond(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: type[T],
+        **options: Unpack[BaseCallOptions],
+    ) -> Stream[T]: ...
+    @overload
+    def respond(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
+        **options: Unpack[BaseCallOptions],
+    ) -> Stream: ...
     def respond(self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]) -> Stream:
         """Make the call the way the router decides: streamed or atomic.
 
@@ -636,7 +725,7 @@ class Client(_BaseClient):
         codec = batch_codec(provider)
         retry = options.get("retry") or self.retry
         status = drive(self._http, provider, codec.submit(items, model), retry)
-        structured = options.get("schema") is not None
+        structured = structured_call(options.get("schema"), options.get("schema_name"))
         return BatchJob(self._http, codec, status, model=model, structured=structured, retry=retry)
 
     def batch_job(
@@ -644,7 +733,7 @@ class Client(_BaseClient):
         batch_id: str,
         *,
         provider: str | None = None,
-        schema: Mapping[str, Any] | None = None,
+        schema: Any = None,
     ) -> BatchJob:
         """Resume a batch job by id, from this or another process (reads its status).
 
@@ -665,8 +754,42 @@ class Client(_BaseClient):
         codec = batch_codec(endpoint)
         status = drive(self._http, endpoint, codec.get(batch_id), self.retry)
         return BatchJob(
-            self._http, codec, status, model="", structured=schema is not None, retry=self.retry
+            self._http,
+            codec,
+            status,
+            model="",
+            structured=structured_call(schema, None),
+            retry=self.retry,
         )
+
+    def run_tools(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        max_rounds: int = 10,
+        **options: Unpack[CallOptions],
+    ) -> ToolRun:
+        """Run a tool loop: call the model, run the tools it asks for, repeat until it answers.
+
+        Each round is routed like `respond()`: with tools in scope the tool phase is atomic,
+        and the round after tool results (the synthesis) streams when its decision says so.
+        The model's tool calls are validated against their schemas and run (several at once
+        in threads); a tool that raises, or invalid arguments, become an error result for
+        the model, the exception kept on the round. See docs/structured-output.md.
+
+        Args:
+            prompt: a prompt string, or messages.
+            max_rounds: the most model calls (default 10); reaching it ends the run with
+                `stop_reason` "max_rounds".
+            **options: see `CallOptions` (applied to every round); `tools` is required:
+                Python functions (sync or async), or Tools with a `function`.
+
+        Raises:
+            ConfigurationError: no tools, a tool without a function, bad arguments.
+        """
+        from ._toolrun import ToolRun
+
+        return ToolRun(self._stream, self._tool_loop(prompt, max_rounds, options))
 
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None
@@ -759,6 +882,22 @@ class AsyncClient(_BaseClient):
             return decision
         return self.router.route(envelope, models, choice)
 
+    @overload
+    async def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: type[T],
+        **options: Unpack[BaseCallOptions],
+    ) -> Response[T]: ...
+    @overload
+    async def complete(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
+        **options: Unpack[BaseCallOptions],
+    ) -> Response: ...
     async def complete(
         self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
     ) -> Response:
@@ -778,12 +917,44 @@ class AsyncClient(_BaseClient):
         sup, wire = self._supervise(decision, envelope, prompt, messages, options)
         return await AsyncStream(self._http, sup, wire).final()
 
+    @overload
+    def stream(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: type[T],
+        **options: Unpack[BaseCallOptions],
+    ) -> AsyncStream[T]: ...
+    @overload
+    def stream(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
+        **options: Unpack[BaseCallOptions],
+    ) -> AsyncStream: ...
     def stream(
         self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
     ) -> AsyncStream:
         """Start a streamed call; see `Client.stream`."""
         return self._stream(prompt, options, True)
 
+    @overload
+    def respond(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: type[T],
+        **options: Unpack[BaseCallOptions],
+    ) -> AsyncStream[T]: ...
+    @overload
+    def respond(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        schema: Any = None,  # a JSON Schema dict, or a type mypy cannot take as type[T]
+        **options: Unpack[BaseCallOptions],
+    ) -> AsyncStream: ...
     def respond(
         self, prompt: str | Sequence[Message], **options: Unpack[CallOptions]
     ) -> AsyncStream:
@@ -827,7 +998,7 @@ class AsyncClient(_BaseClient):
         codec = batch_codec(provider)
         retry = options.get("retry") or self.retry
         status = await adrive(self._http, provider, codec.submit(items, model), retry)
-        structured = options.get("schema") is not None
+        structured = structured_call(options.get("schema"), options.get("schema_name"))
         return AsyncBatchJob(
             self._http, codec, status, model=model, structured=structured, retry=retry
         )
@@ -837,7 +1008,7 @@ class AsyncClient(_BaseClient):
         batch_id: str,
         *,
         provider: str | None = None,
-        schema: Mapping[str, Any] | None = None,
+        schema: Any = None,
     ) -> AsyncBatchJob:
         """Resume a batch job by id; see `Client.batch_job`."""
         from ._batch import AsyncBatchJob, adrive
@@ -847,8 +1018,26 @@ class AsyncClient(_BaseClient):
         codec = batch_codec(endpoint)
         status = await adrive(self._http, endpoint, codec.get(batch_id), self.retry)
         return AsyncBatchJob(
-            self._http, codec, status, model="", structured=schema is not None, retry=self.retry
+            self._http,
+            codec,
+            status,
+            model="",
+            structured=structured_call(schema, None),
+            retry=self.retry,
         )
+
+    def run_tools(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        max_rounds: int = 10,
+        **options: Unpack[CallOptions],
+    ) -> AsyncToolRun:
+        """Run a tool loop; see `Client.run_tools` (async tools awaited as tasks, sync ones in
+        worker threads, never on the event loop)."""
+        from ._toolrun import AsyncToolRun
+
+        return AsyncToolRun(self._stream, self._tool_loop(prompt, max_rounds, options))
 
     def _stream(
         self, prompt: str | Sequence[Message], options: CallOptions, stream: bool | None

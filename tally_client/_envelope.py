@@ -108,7 +108,7 @@ def build_envelope(
     *,
     task_type: str | None = None,
     structure_type: StructureType | None = None,
-    schema: Mapping[str, Any] | None = None,
+    schema: Any = None,
     tools: Sequence[Any] = (),
     max_tokens: int | None = None,
     expected_output_tokens: int | None = None,
@@ -127,7 +127,7 @@ def build_envelope(
             tool result (which makes this the synthesis phase).
         task_type: free-form kind of work; see Envelope.task_type.
         structure_type: the output's form; defaults to "json" with a schema, else "prose".
-        schema: a JSON schema for the output (makes structure_type "json").
+        schema: the output's schema, a type or a JSON Schema dict (makes structure_type "json").
         tools: the tool definitions in scope (only their count is kept).
         max_tokens: the output limit; used as expected_output_tokens when that is not given.
         expected_output_tokens: how long the output is expected to be, in tokens.

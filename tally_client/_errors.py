@@ -5,7 +5,7 @@ TallyError                          root of everything raised here
 ├── ConfigurationError              the caller's set-up is wrong: fix the code or the environment
 │   └── MissingAPIKeyError          names the environment variable to set
 ├── StreamError                     a Stream used the wrong way (read after close, iterated twice)
-├── StructuredOutputError           a schema was asked for and the final text is not valid JSON
+├── StructuredOutputError           a schema was asked for and the output does not match it
 └── ProviderError                   the provider, or the path to it, failed the call
     ├── TransportError              no usable HTTP exchange                      (retryable)
     │   ├── ConnectError            could not connect
@@ -33,7 +33,7 @@ lost, and `attempts`: one record per try when retries ran.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._response import Attempt, Response
@@ -94,15 +94,37 @@ class StreamError(TallyError):
 
 
 class StructuredOutputError(TallyError):
-    """A JSON schema was requested and the final text does not parse as JSON.
+    """A schema was requested and the final output is not valid JSON for it.
 
-    `response` holds everything that arrived (text, usage, finish reason), so nothing is lost;
-    a `finish_reason` of "length" means the output hit `max_tokens`: raise it.
+    Attributes:
+        response: everything that arrived (text, usage, finish reason), so nothing is lost.
+        raw_text: the model's output text (the same as `response.text`).
+        errors: the validation errors, one readable line each ("age: Input should be a
+            valid integer"), or why no JSON was found.
+        truncated: the output hit the token limit (finish_reason "length"): raise max_tokens.
+        partial: the last partial value the tolerant parser read from the text (None if no
+            JSON had started).
     """
 
-    def __init__(self, message: str, response: Response) -> None:
+    def __init__(
+        self,
+        message: str,
+        response: Response,
+        *,
+        errors: tuple[str, ...] = (),
+        partial: Any = None,
+        truncated: bool = False,
+    ) -> None:
         super().__init__(message)
         self.response = response
+        self.errors = errors
+        self.partial = partial
+        self.truncated = truncated
+
+    @property
+    def raw_text(self) -> str:
+        """The model's output text."""
+        return self.response.text
 
 
 class ProviderError(TallyError):

@@ -180,7 +180,8 @@ class _FileResponses(Sequence["Response | None"]):
 def response_to_dict(response: Response) -> dict[str, Any]:
     """A JSON-ready dict of a Response; `response_from_dict` reverses it.
 
-    The routing decision is not kept; each attempt keeps its usage and price (so `cost`
+    The routing decision is not kept, and `parsed` comes back as its JSON value (a dict,
+    not the model class of a typed schema); each attempt keeps its usage and price (so `cost`
     survives) and its error's class, message and status.
     """
     out: dict[str, Any] = {
@@ -210,7 +211,9 @@ def response_to_dict(response: Response) -> dict[str, Any]:
     if response.raw_finish_reason is not None:
         out["raw_finish_reason"] = response.raw_finish_reason
     if response.parsed is not None:
-        out["parsed"] = response.parsed
+        parsed = response.parsed
+        dump = getattr(parsed, "model_dump", None)  # a Pydantic model from a typed schema
+        out["parsed"] = dump(mode="json") if callable(dump) else parsed
     if response.response_id is not None:
         out["response_id"] = response.response_id
     return out

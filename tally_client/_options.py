@@ -229,7 +229,9 @@ def _check_sampling(options: Mapping[str, Any]) -> None:
 
 def _check_containers(options: Mapping[str, Any]) -> None:
     schema = options.get("schema")
-    if schema is not None and not isinstance(schema, Mapping | type):
+    # Types Pydantic takes are not all `type`s (list[Person], Person | None, Annotated[...]):
+    # `_output.output_spec` checks those when it builds the spec.
+    if isinstance(schema, str | bytes | int | float | list | tuple):
         raise ConfigurationError(
             f"schema must be a JSON Schema mapping (like {{'type': 'object', 'properties': "
             f"{{...}}}}) or a type, got {type(schema).__name__}"

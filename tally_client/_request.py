@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +22,17 @@ _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 class Tool:
     """A function the model may call.
 
+    Build one from a Python function with `tool_from_function(f)` (or pass `f` itself as a
+    tool): the signature and docstring give the parameters and description.
+
     Attributes:
         name: the function name.
         description: what it does, for the model.
         parameters: a JSON Schema object for its arguments.
+        function: the Python function `run_tools()` calls with the validated arguments (sync
+            or async); None for a tool only described to the model.
+        arguments_model: the Pydantic model `tool_from_function` built from the signature,
+            which validates the arguments; None: `parameters` validates them (jsonschema).
     """
 
     name: str
@@ -33,6 +40,8 @@ class Tool:
     parameters: Mapping[str, Any] = field(
         default_factory=lambda: {"type": "object", "properties": {}}
     )
+    function: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
+    arguments_model: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -153,12 +162,16 @@ def _check_message(message: Mapping[str, Any], i: int) -> None:
         )
 
 
-def normalize_tools(tools: Sequence[Tool | Mapping[str, Any]] | None) -> tuple[Tool, ...]:
-    """Accept `Tool`s, `{"name", "description", "parameters"}` dicts, or OpenAI tool dicts.
+def normalize_tools(
+    tools: Sequence[Tool | Mapping[str, Any] | Callable[..., Any]] | None,
+) -> tuple[Tool, ...]:
+    """Accept Python functions, `Tool`s, `{"name", "description", "parameters"}` dicts, or
+    OpenAI tool dicts.
 
     Raises:
-        ConfigurationError: a tool that is not a Tool or a mapping, has no name, or has
-            `parameters` that are not a JSON Schema mapping.
+        ConfigurationError: a tool that is not a function, a Tool or a mapping, has no name,
+            has `parameters` that are not a JSON Schema mapping, or is a function that cannot
+            be described (see `tool_from_function`).
     """
     if not tools:
         return ()
@@ -170,10 +183,15 @@ def normalize_tools(tools: Sequence[Tool | Mapping[str, Any]] | None) -> tuple[T
             out.append(tool)
             continue
         if not isinstance(tool, Mapping):
-            raise ConfigurationError(
-                f"tools[{i}] must be a Tool or a dict with name/description/parameters; "
-                f"got {type(tool).__name__}"
-            )
+            if not callable(tool):
+                raise ConfigurationError(
+                    f"tools[{i}] must be a Tool, a function or a dict with "
+                    f"name/description/parameters; got {type(tool).__name__}"
+                )
+            from ._tools import tool_from_function
+
+            out.append(tool_from_function(tool))
+            continue
         spec = tool.get("function", tool) if tool.get("type") == "function" else tool
         if not isinstance(spec, Mapping):
             raise ConfigurationError(f"tools[{i}]['function'] must be a mapping")

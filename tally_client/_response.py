@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal
+
+from typing_extensions import TypeVar
 
 from ._decision import Price
 
 if TYPE_CHECKING:
     from ._decision import Decision
+    from ._tools import ToolRound
+
+T = TypeVar("T", default=Any)
+"""The type of `Response.parsed`: the `schema=` type of the call (Any without one)."""
 
 __all__ = [
     "Attempt",
@@ -172,8 +178,11 @@ class Attempt:
 
 
 @dataclass(frozen=True)
-class Response:
+class Response(Generic[T]):
     """The result of one call: atomic, streamed, or what a failed stream got before failing.
+
+    Generic in the type of `parsed`: `client.complete(..., schema=Person)` returns a
+    `Response[Person]`.
 
     Attributes:
         text: the output text of the successful attempt (thinking excluded).
@@ -188,8 +197,18 @@ class Response:
         attempts: one Attempt per try; more than one means retries ran.
         thinking: reasoning/thinking text, where the provider streams it.
         raw_finish_reason: the provider's own finish reason string.
-        parsed: the structured output, decoded strictly, when a schema was requested.
+        parsed: the structured output, validated strictly against the call's `schema=` (a
+            `Person` for `schema=Person`; a JSON value for a JSON Schema dict). None when no
+            schema was given or the Response is not complete; JSON `null` where the schema
+            allows it.
         response_id: the provider's response id, when it gives one.
+        continuation: the provider's own form of this assistant turn, kept as it arrived so
+            the next request can send it back unchanged (Anthropic content blocks with
+            thinking signatures, Gemini parts with `thoughtSignature`, Responses output items
+            with reasoning items): `{"protocol": ..., "content" | "parts" | "items": [...]}`;
+            None for Chat Completions, which needs nothing beyond the text and tool calls.
+        rounds: for `run_tools()`: every round of the loop in order (each with its own
+            Response, usage and metrics); empty for a single call.
     """
 
     text: str
@@ -204,8 +223,10 @@ class Response:
     attempts: tuple[Attempt, ...] = ()
     thinking: str = ""
     raw_finish_reason: str | None = None
-    parsed: Any = None
+    parsed: T = None  # type: ignore[assignment]
     response_id: str | None = None
+    continuation: Any = None
+    rounds: tuple[ToolRound, ...] = ()
 
     @property
     def cost(self) -> float | None:
@@ -234,3 +255,26 @@ class Response:
 
     def __str__(self) -> str:
         return self.text
+
+    def to_message(self) -> dict[str, Any]:
+        """This Response as the assistant turn to append to the messages of the next call.
+
+        The Chat Completions shape every provider module reads: `{"role": "assistant",
+        "content": text or None, "tool_calls": [OpenAI tool-call dicts]}`, plus
+        `"continuation"` when the provider sent data it needs back (see the attribute), which
+        the provider it came from sends verbatim (byte-identical signatures and reasoning
+        items) and the others ignore.
+        """
+        message: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in self.tool_calls
+            ]
+        if self.continuation is not None:
+            message["continuation"] = self.continuation
+        return message

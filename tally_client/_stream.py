@@ -16,15 +16,17 @@ import contextlib
 import json
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic
 
 import httpx
 
 from ._errors import ProviderError, StreamError
 from ._events import StreamEvent, TextDelta
 from ._http import CALLING, Link, Watch, body_timeout, build, is_sse, map_error, watchdog
-from ._response import Response
+from ._output import PartialObjects
+from ._partial import parse_partial_json
+from ._response import Response, T
 from ._sse import SSEDecoder
 from ._supervisor import Supervisor, check_structured
 
@@ -35,23 +37,6 @@ if TYPE_CHECKING:
     from ._request import WireRequest
 
 __all__ = ["AsyncStream", "Stream", "parse_partial_json"]
-
-
-def parse_partial_json(text: str) -> Any:
-    """Parse the longest valid reading of an incomplete JSON document (tolerant).
-
-    For showing structured output or tool arguments while they stream; the final check is
-    strict (`Response.parsed`, `ToolCall.parsed_arguments`). Returns None for empty text.
-    Uses partial-json-parser, imported on first use.
-
-    Raises:
-        ValueError: the text cannot be the start of a JSON document.
-    """
-    if not text.strip():
-        return None
-    from partial_json_parser import loads
-
-    return loads(text)
 
 
 class _Closed(Exception):
@@ -80,6 +65,17 @@ class _StreamBase:
         return self._sup.stream
 
     @property
+    def started(self) -> bool:
+        """True once iteration began (a stream is iterated once)."""
+        return self._started
+
+    @property
+    def request_body(self) -> Mapping[str, Any]:
+        """The JSON body sent to the provider, in its own protocol's shape (no headers: they
+        may hold the API key). For a call planned on first iteration, known from then on."""
+        return self._wire.json
+
+    @property
     def response(self) -> Response:
         """The Response once the stream ended (use `final()` to wait for it).
 
@@ -100,8 +96,8 @@ class _StreamBase:
     def partial_json(self) -> Any:
         """The output so far parsed tolerantly as JSON (structured output), or None.
 
-        Raises:
-            ValueError: the text so far cannot be the start of a JSON document.
+        Each call parses all the text so far: to follow a stream, iterate
+        `partial_objects()`, whose cost is linear in the output.
         """
         return parse_partial_json(self.snapshot().text)
 
@@ -138,7 +134,7 @@ class _StreamBase:
         body_timeout(request, self._sup)
 
 
-class Stream(_StreamBase):
+class Stream(_StreamBase, Generic[T]):
     """One call's output as it arrives: iterate events or text, or block on `final()`.
 
     The request goes out when the stream is first iterated (or `final()` is called). Leaving
@@ -176,7 +172,7 @@ class Stream(_StreamBase):
         # generator is finalized at once, which cancels the call and closes the connection.
         self._active: weakref.ref[Iterator[StreamEvent]] | None = None
 
-    def __enter__(self) -> Stream:
+    def __enter__(self) -> Stream[T]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -209,7 +205,7 @@ class Stream(_StreamBase):
         finally:
             events.close()  # type: ignore[attr-defined]
 
-    def final(self) -> Response:
+    def final(self) -> Response[T]:
         """Drain the stream and return the Response (one call serves blocking code too).
 
         Raises:
@@ -223,6 +219,26 @@ class Stream(_StreamBase):
             for _ in events or ():
                 pass
         return self._result()
+
+    def partial_objects(self) -> Iterator[Any]:
+        """Yield the structured output's partial value each time it grew (see PartialObjects).
+
+        Values only grow and are never the final, validated one: that is `final().parsed`.
+        Consumes the stream like iterating it (leaving the loop closes the call).
+
+        Raises:
+            ProviderError: as for iterating events.
+        """
+        tracker = PartialObjects(self._sup.structured)
+        events = iter(self)
+        try:
+            for event in events:
+                if tracker.add(event):
+                    yield tracker.value()
+            if tracker.end():
+                yield tracker.value()
+        finally:
+            events.close()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Stop the call and close its connection now. Idempotent; safe from any thread."""
@@ -358,7 +374,7 @@ class Stream(_StreamBase):
         return _atomic_result(sup, response, b"".join(parts))
 
 
-class AsyncStream(_StreamBase):
+class AsyncStream(_StreamBase, Generic[T]):
     """The async twin of `Stream`: `async with`, `async for`, `await final()`.
 
     `await close()` from any task, or cancelling the task that iterates it, stops the call in
@@ -384,7 +400,7 @@ class AsyncStream(_StreamBase):
         self._wake: anyio.Event | None = None  # made on the event loop, when iteration starts
         self._active: weakref.ref[AsyncIterator[StreamEvent]] | None = None
 
-    async def __aenter__(self) -> AsyncStream:
+    async def __aenter__(self) -> AsyncStream[T]:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -407,7 +423,7 @@ class AsyncStream(_StreamBase):
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 
-    async def final(self) -> Response:
+    async def final(self) -> Response[T]:
         """Drain the stream and return the Response; see `Stream.final`."""
         if self._response is None and self._error is None and not self._link.closed:
             events = self._active() if self._active is not None else None
@@ -417,6 +433,19 @@ class AsyncStream(_StreamBase):
                 async for _ in events:
                     pass
         return self._result()
+
+    async def partial_objects(self) -> AsyncIterator[Any]:
+        """Yield the structured output's partial values; see `Stream.partial_objects`."""
+        tracker = PartialObjects(self._sup.structured)
+        events = aiter(self)
+        try:
+            async for event in events:
+                if tracker.add(event):
+                    yield tracker.value()
+            if tracker.end():
+                yield tracker.value()
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
 
     async def close(self) -> None:
         """Stop the call and close its connection now. Idempotent; safe from any task."""

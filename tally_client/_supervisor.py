@@ -9,7 +9,6 @@ Supervisor; one attempt, one `Accumulator` and one provider decoder.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,7 +20,6 @@ from ._errors import (
     IdleTimeout,
     ProviderError,
     StreamInterrupted,
-    StructuredOutputError,
     TotalTimeout,
 )
 from ._events import (
@@ -47,6 +45,7 @@ from ._retry import RetryPolicy, Timeouts
 
 if TYPE_CHECKING:
     from ._decision import Decision
+    from ._output import StructuredCall
     from .providers._base import Provider, StreamDecoder
 
 __all__ = ["Accumulator", "ProxyBufferingWarning", "Supervisor"]
@@ -189,6 +188,7 @@ class Supervisor:
         policy: the retry policy.
         timeouts: the time limits.
         decision: the routing decision, attached to the Response.
+        structured: the structured-output check of the call (None without `schema=`).
         clock: monotonic seconds; injectable for tests.
     """
 
@@ -201,7 +201,7 @@ class Supervisor:
         policy: RetryPolicy,
         timeouts: Timeouts,
         decision: Decision | None = None,
-        structured: bool = False,
+        structured: StructuredCall | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.provider = provider
@@ -227,6 +227,7 @@ class Supervisor:
         self.reading_since: float | None = None
         self._read_at: float | None = None  # when the current network read returned
         self._meta: tuple[str | None, str | None] = (None, None)  # an atomic body's model, id
+        self._continuation: Any = None  # an atomic body's continuation data
         self.secrets: tuple[str, ...] = ()
         """Credentials beyond the provider's own (auth headers given for this call), masked
         in every error like the provider's key."""
@@ -404,6 +405,7 @@ class Supervisor:
             self.acc.add(ev, now)
         self.acc.first_at = now  # an atomic call's first token arrives with the last
         self._meta = (result.model, result.response_id)
+        self._continuation = getattr(result, "continuation", None)
         return self._finish("complete")
 
     def atomic_events(self) -> list[StreamEvent]:
@@ -510,15 +512,11 @@ class Supervisor:
         acc = self.acc
         if self.decoder is not None:
             model, response_id = self.decoder.model, self.decoder.response_id
+            continuation = getattr(self.decoder, "continuation", None)
         else:
             model, response_id = self._meta
+            continuation = self._continuation
         text = acc.text
-        parsed = None
-        if self.structured and state == "complete" and text:
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                parsed = None
         usage = acc.usage
         if usage.final and state != "complete":
             usage = replace(usage, final=False)  # counts of a call that did not end
@@ -535,32 +533,19 @@ class Supervisor:
             attempts=tuple(self._attempts),
             thinking=acc.thinking,
             raw_finish_reason=acc.raw_finish_reason,
-            parsed=parsed,
             response_id=response_id,
+            continuation=continuation,
         )
 
 
-def check_structured(response: Response, structured: bool) -> Response:
-    """The strict final check for structured output.
+def check_structured(response: Response, structured: StructuredCall | None) -> Response:
+    """The strict final check for structured output (see `StructuredCall.check`).
 
     Raises:
-        StructuredOutputError: a schema was requested and the complete text is not valid JSON
-            (the error carries the Response).
+        StructuredOutputError: a schema was requested and the complete output does not
+            match it (the error carries the Response, the errors and the last partial value).
     """
-    if not structured or response.state != "complete" or response.parsed is not None:
-        return response
-    if response.tool_calls and not response.text:
-        return response
-    hint = (
-        " The output hit max_tokens (finish_reason 'length'): raise max_tokens."
-        if response.finish_reason == "length"
-        else ""
-    )
-    raise StructuredOutputError(
-        f"the model's output is not valid JSON ({len(response.text)} characters).{hint}"
-        " The text is in .response.text.",
-        response,
-    )
+    return response if structured is None else structured.check(response)
 
 
 def _earlier(a: tuple[float, str] | None, b: tuple[float, str]) -> tuple[float, str]:

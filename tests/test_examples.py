@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 EXPECTED = {
     "quickstart.py": "respond chose: stream",
     "async_concurrent.py": "What is a prime number?",
-    "structured_output.py": "parsed: {",
+    "structured_output.py": "parsed: Post(title=",
     "chat_ui_resets.py": "(complete, 2 attempts)",
     "pipeline.py": "rerun: 8 of 8 items taken from the checkpoint",
     "hosted_router.py": "when the hosted router fails: source fallback",

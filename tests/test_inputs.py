@@ -112,9 +112,9 @@ def test_an_unknown_option_fails_on_the_async_client_too(server: ReplayServer) -
     async def main() -> None:
         async with AsyncClient(base_url=url + "/v1", retry=NO_RETRY) as client:
             with pytest.raises(ConfigurationError, match="did you mean max_tokens="):
-                await client.complete("hi", max_token=5)  # type: ignore[call-arg]
+                await client.complete("hi", max_token=5)  # type: ignore[call-overload]
             with pytest.raises(ConfigurationError, match="did you mean temperature="):
-                client.stream("hi", temprature=0.2)  # type: ignore[call-arg]
+                client.stream("hi", temprature=0.2)  # type: ignore[call-overload]
 
     anyio.run(main)
     assert server.requests(url) == []
@@ -349,9 +349,9 @@ def test_timeouts_and_retry_must_be_their_types(server: ReplayServer) -> None:
     url = server.add(Reply.json(CHAT_BODY))
     with client_for(url, WIRES[0]) as client:
         with pytest.raises(ConfigurationError, match="timeouts must be a Timeouts"):
-            client.complete("hi", timeouts=30)  # type: ignore[arg-type]
+            client.complete("hi", timeouts=30)  # type: ignore[call-overload]
         with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
-            client.complete("hi", retry=3)  # type: ignore[arg-type]
+            client.complete("hi", retry=3)  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="timeouts must be a Timeouts"):
         Client(base_url=url + "/v1", timeouts=30)  # type: ignore[arg-type]
     assert server.requests(url) == []

@@ -517,8 +517,10 @@ def test_request_fields() -> None:
     assert body["max_tokens"] == 300
     assert body["temperature"] == 0.2
     assert body["top_k"] == 5
+    # objects are closed (additionalProperties false), as Anthropic's structured outputs need
+    closed = {**dict(spec.schema or {}), "additionalProperties": False}
     assert body["output_config"] == {
-        "format": {"type": "json_schema", "schema": dict(spec.schema or {})},
+        "format": {"type": "json_schema", "schema": closed},
         "effort": "low",
     }
     assert body["tools"] == [

@@ -484,7 +484,10 @@ def test_request_url_auth_and_fields() -> None:
         "stream": True,
         "max_output_tokens": 64,
         "temperature": 0.2,
-        "text": {"format": {"type": "json_schema", "name": "city", "schema": SCHEMA}},
+        # not strict: the property is optional
+        "text": {
+            "format": {"type": "json_schema", "name": "city", "schema": SCHEMA, "strict": False}
+        },
         "tools": [
             {
                 "type": "function",

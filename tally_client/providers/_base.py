@@ -175,6 +175,7 @@ class AtomicResult(Protocol):
     events: Sequence[StreamEvent]
     model: str | None
     response_id: str | None
+    continuation: Any
 
 
 class Provider:
@@ -319,21 +320,30 @@ class Provider:
 
 
 class _Atomic:
-    __slots__ = ("events", "model", "response_id")
+    __slots__ = ("continuation", "events", "model", "response_id")
 
     def __init__(
-        self, events: Sequence[StreamEvent], model: str | None, response_id: str | None
+        self,
+        events: Sequence[StreamEvent],
+        model: str | None,
+        response_id: str | None,
+        continuation: Any,
     ) -> None:
         self.events = events
         self.model = model
         self.response_id = response_id
+        self.continuation = continuation
 
 
 def atomic(
-    events: Sequence[StreamEvent], model: str | None, response_id: str | None
+    events: Sequence[StreamEvent],
+    model: str | None,
+    response_id: str | None,
+    continuation: Any = None,
 ) -> AtomicResult:
-    """Package decoded atomic events with the model and response id."""
-    return _Atomic(events, model, response_id)
+    """Package decoded atomic events with the model, response id and continuation data
+    (`Response.continuation`: the provider's own form of the turn, to send back)."""
+    return _Atomic(events, model, response_id, continuation)
 
 
 def loads_event(provider: str, data: str) -> Any:

@@ -31,6 +31,7 @@ from typing import Any
 
 from .._errors import ConfigurationError, ProtocolError
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
+from .._output import strict_schema
 from .._request import CallSpec, Message, Tool, WireRequest
 from .._response import FinishReason, ToolCall, Usage
 from ._base import (
@@ -199,7 +200,15 @@ def tool_result_block(message: Message, where: str) -> dict[str, Any]:
 
 
 def assistant_turn(message: Message, where: str) -> dict[str, Any]:
-    """An assistant turn; its tool calls become `tool_use` blocks after its text."""
+    """An assistant turn; its tool calls become `tool_use` blocks after its text.
+
+    A turn from `Response.to_message()` of an Anthropic response carries its content blocks
+    (`continuation`): they are sent back as they arrived, so thinking blocks keep their
+    signatures byte for byte, as the API requires when tools are used with thinking.
+    """
+    continuation = message.get("continuation")
+    if isinstance(continuation, Mapping) and continuation.get("protocol") == "anthropic":
+        return {"role": "assistant", "content": list(continuation["content"])}
     content = message.get("content")
     calls = message.get("tool_calls")
     if not calls:
@@ -359,7 +368,8 @@ class AnthropicProvider(Provider):
             body["tools"] = [wire_tool(t) for t in spec.tools]
         extra = dict(spec.extra_body)
         if spec.schema is not None:
-            output_config = {"format": {"type": "json_schema", "schema": dict(spec.schema)}}
+            closed, _ = strict_schema(spec.schema)  # objects need additionalProperties false
+            output_config = {"format": {"type": "json_schema", "schema": closed}}
             output_config.update(extra.pop("output_config", None) or {})
             body["output_config"] = output_config
         body.update(extra)
@@ -412,6 +422,7 @@ class AnthropicProvider(Provider):
             events,
             shape.text(body.get("model"), "model", body),
             shape.text(body.get("id"), "id", body),
+            {"protocol": "anthropic", "content": content},
         )
 
     def new_decoder(self) -> MessagesStreamDecoder:
@@ -430,8 +441,10 @@ class MessagesStreamDecoder:
     """
 
     __slots__ = (
+        "_blocks",
         "_calls",
         "_pending",
+        "_pieces",
         "_provider",
         "_shape",
         "_usage",
@@ -443,6 +456,10 @@ class MessagesStreamDecoder:
     def __init__(self, provider: str) -> None:
         self._provider = provider
         self._shape = Shape(provider)
+        # The content blocks as they arrive, for `continuation`: block index -> the start
+        # event's block, and the pieces its deltas add (text, thinking, JSON input).
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._pieces: dict[int, list[str]] = {}
         self._calls: dict[int, int] = {}  # content block index -> tool call position
         self._pending: dict[int, Any] = {}  # block index -> non-empty input of its start event
         self._usage: dict[str, Any] = {}
@@ -467,6 +484,7 @@ class MessagesStreamDecoder:
             if type(delta) is dict and delta.get("type") == "text_delta":
                 text = delta.get("text")
                 if type(text) is str:
+                    self._pieces.setdefault(payload.get("index"), []).append(text)  # type: ignore[arg-type]
                     return (TextDelta(text),)  # the common event
             return self._delta(payload, delta, data)
         if kind == "content_block_start":
@@ -523,12 +541,36 @@ class MessagesStreamDecoder:
             events.append(finish(raw))
         return events
 
+    @property
+    def continuation(self) -> dict[str, Any] | None:
+        """The message's content blocks so far, as the API sent them (see `assistant_turn`)."""
+        if not self._blocks:
+            return None
+        content: list[dict[str, Any]] = []
+        for index in sorted(self._blocks):
+            block = dict(self._blocks[index])
+            joined = "".join(self._pieces.get(index, ()))
+            kind = block.get("type")
+            if kind == "text":
+                block["text"] = block.get("text", "") + joined
+            elif kind == "thinking":
+                block["thinking"] = block.get("thinking", "") + joined
+            elif kind in ("tool_use", "server_tool_use") and joined:
+                try:
+                    block["input"] = json.loads(joined)
+                except ValueError:
+                    block["input"] = {}  # cut mid-arguments: a partial turn
+            content.append(block)
+        return {"protocol": "anthropic", "content": content}
+
     def _block_start(self, payload: dict[str, Any], data: str) -> Sequence[StreamEvent]:
         shape = self._shape
         block = payload.get("content_block")
         if type(block) is not dict:
             raise shape.error("content_block_start.content_block to be an object", data)
         index = self._index(payload, data)
+        self._blocks[index] = dict(block)
+        self._pieces[index] = []
         kind = block.get("type")
         if kind == "tool_use":
             position = self._calls[index] = len(self._calls)
@@ -556,14 +598,21 @@ class MessagesStreamDecoder:
         if kind == "input_json_delta":
             position = self._calls.get(index)
             fragment = self._shape.text(delta.get("partial_json"), "partial_json", data)
+            if fragment and index in self._pieces:
+                self._pieces[index].append(fragment)
             if position is None or not fragment:
                 return NO_EVENTS
             self._pending.pop(index, None)  # the deltas carry the input
             return (ToolCallDelta(position, None, None, fragment),)
         if kind == "thinking_delta":
             thinking = self._shape.text(delta.get("thinking"), "thinking_delta.thinking", data)
+            if thinking and index in self._pieces:
+                self._pieces[index].append(thinking)
             return (ThinkingDelta(thinking),) if thinking else NO_EVENTS
-        return NO_EVENTS  # signature_delta, citations_delta, newer delta types
+        if kind == "signature_delta" and index in self._blocks:
+            signature = self._shape.text(delta.get("signature"), "signature_delta.signature", data)
+            self._blocks[index]["signature"] = signature or ""
+        return NO_EVENTS  # citations_delta, newer delta types
 
     def _block_stop(self, index: int) -> Sequence[StreamEvent]:
         pending = self._pending.pop(index, None)

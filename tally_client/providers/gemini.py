@@ -254,6 +254,43 @@ def _wire_id(call_id: str | None) -> str | None:
     return call_id
 
 
+def _model_turn(message: Message, names: dict[str, str]) -> dict[str, Any]:
+    """An assistant turn as a "model" content; records its calls' names in `names`.
+
+    A turn from `Response.to_message()` of a Gemini response carries its parts
+    (`continuation`): they go back as they arrived, thoughtSignatures unchanged.
+    """
+    continuation = message.get("continuation")
+    native = isinstance(continuation, Mapping) and continuation.get("protocol") == "gemini"
+    parts: list[dict[str, Any]] = []
+    text = _text_of(message.get("content"))
+    if text:
+        parts.append({"text": text})
+    for n, call in enumerate(message.get("tool_calls") or ()):
+        call_id, name, arguments, signature = _call_fields(call)
+        if call_id:
+            names[call_id] = name
+        fc: dict[str, Any] = {"name": name, "args": _args_object(name, arguments)}
+        if wire := _wire_id(call_id):
+            fc["id"] = wire
+        part: dict[str, Any] = {"functionCall": fc}
+        if n == 0:
+            part["thoughtSignature"] = signature or THOUGHT_SIGNATURE_PLACEHOLDER
+        parts.append(part)
+    if native:
+        assert isinstance(continuation, Mapping)
+        return {"role": "model", "parts": list(continuation["parts"])}
+    return {"role": "model", "parts": parts or [{"text": ""}]}
+
+
+def _result_object(message: Message) -> dict[str, Any]:
+    """A tool turn's functionResponse `response`: `{"error": text}` for an error result (the
+    key Google's docs name for errors), else see `_response_object`."""
+    if message.get("is_error"):
+        return {"error": _text_of(message.get("content"))}
+    return _response_object(message.get("content"))
+
+
 def wire_contents(
     messages: Sequence[Message],
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -280,22 +317,7 @@ def wire_contents(
         if role in ("system", "developer"):
             system.append({"text": _text_of(content)})
         elif role == "assistant":
-            parts: list[dict[str, Any]] = []
-            text = _text_of(content)
-            if text:
-                parts.append({"text": text})
-            for n, call in enumerate(message.get("tool_calls") or ()):
-                call_id, name, arguments, signature = _call_fields(call)
-                if call_id:
-                    names[call_id] = name
-                fc: dict[str, Any] = {"name": name, "args": _args_object(name, arguments)}
-                if wire := _wire_id(call_id):
-                    fc["id"] = wire
-                part: dict[str, Any] = {"functionCall": fc}
-                if n == 0:
-                    part["thoughtSignature"] = signature or THOUGHT_SIGNATURE_PLACEHOLDER
-                parts.append(part)
-            contents.append({"role": "model", "parts": parts or [{"text": ""}]})
+            contents.append(_model_turn(message, names))
         elif role == "tool":
             call_id = message.get("tool_call_id")
             fname = names.get(call_id or "") or message.get("name")
@@ -304,7 +326,7 @@ def wire_contents(
                     f"tool message with tool_call_id={call_id!r} matches no earlier assistant "
                     "tool call: Gemini needs the function name (add 'name' to the message)"
                 )
-            fr: dict[str, Any] = {"name": str(fname), "response": _response_object(content)}
+            fr: dict[str, Any] = {"name": str(fname), "response": _result_object(message)}
             if wire := _wire_id(call_id):
                 fr["id"] = wire
             if results is None:
@@ -482,7 +504,7 @@ class GeminiProvider(Provider):
             )
         decoder = GeminiStreamDecoder(self.label)
         events = decoder.decode(body)
-        return atomic(events, decoder.model, decoder.response_id)
+        return atomic(events, decoder.model, decoder.response_id, decoder.continuation)
 
     def new_decoder(self) -> GeminiStreamDecoder:
         """A decoder for one streamed attempt."""
@@ -502,11 +524,21 @@ class GeminiStreamDecoder:
         response_id: `responseId` of the first chunk.
     """
 
-    __slots__ = ("_calls", "_provider", "_shape", "_usage", "model", "response_id", "terminal")
+    __slots__ = (
+        "_calls",
+        "_provider",
+        "_shape",
+        "_turn",
+        "_usage",
+        "model",
+        "response_id",
+        "terminal",
+    )
 
     def __init__(self, provider: str) -> None:
         self._provider = provider
         self._shape = Shape(provider)
+        self._turn: list[Any] = []  # candidate 0's parts as they arrived, for `continuation`
         self._calls = 0  # functionCall parts seen so far: the next call's index
         self._usage: Any = None  # the last usageMetadata reported, to skip repeats
         self.terminal = False
@@ -562,6 +594,7 @@ class GeminiStreamDecoder:
                 text = part.get("text")
                 if type(text) is str and text and not part.get("thought"):
                     # The common chunk: one text piece, maybe a new running usage total.
+                    self._turn.append(part)
                     if usage is None:
                         return (TextDelta(text),)
                     return (
@@ -569,6 +602,8 @@ class GeminiStreamDecoder:
                         UsageReported(usage_from(usage, provider=self._provider)),
                     )
         events = self._parts(parts, data) if parts else []
+        if parts:
+            self._turn.extend(parts)  # checked by _parts: every part is an object
         if usage is not None:
             final = raw is not None  # the last chunk's total is the call's usage
             events.append(UsageReported(usage_from(usage, final=final, provider=self._provider)))
@@ -576,6 +611,12 @@ class GeminiStreamDecoder:
             self.terminal = True
             events.append(finish(raw, self._calls > 0))
         return events
+
+    @property
+    def continuation(self) -> dict[str, Any] | None:
+        """The model turn's parts as they arrived (each streamed part kept, unmerged), so
+        their `thoughtSignature`s go back byte for byte; see `wire_contents`."""
+        return {"protocol": "gemini", "parts": list(self._turn)} if self._turn else None
 
     def _parts(self, parts: list[Any], data: Any) -> list[StreamEvent]:
         shape = self._shape

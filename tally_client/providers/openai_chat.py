@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from .._errors import ProtocolError
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
+from .._output import strict_schema
 from .._request import CallSpec, Message, WireRequest
 from .._response import FinishReason, ToolCall, Usage
 from ._base import (
@@ -96,7 +97,15 @@ def tool_call_events(calls: Any, shape: Shape, data: Any, *, streamed: bool) -> 
 
 
 def wire_message(message: Message) -> Mapping[str, Any]:
-    """A message as Chat Completions takes it; `ToolCall` objects become function dicts."""
+    """A message as Chat Completions takes it; `ToolCall` objects become function dicts.
+
+    Keys of our own are dropped: `continuation` (other protocols' data), and on a tool
+    result `name` and `is_error` (Chat Completions marks an error only in the content).
+    """
+    if message.get("role") == "tool" and ("name" in message or "is_error" in message):
+        message = {k: v for k, v in message.items() if k not in ("name", "is_error")}
+    if "continuation" in message:
+        message = {k: v for k, v in message.items() if k != "continuation"}
     calls = message.get("tool_calls")
     if not calls or not any(isinstance(c, ToolCall) for c in calls):
         return message
@@ -174,9 +183,17 @@ class OpenAIChatProvider(Provider):
             if value is not None:
                 body[option] = value
         if spec.schema is not None:
+            # Strict where the schema allows it (every property required, objects closed);
+            # llama-server reads the same nested `json_schema.schema` and constrains decoding
+            # with a grammar built from it.
+            closed, strict = strict_schema(spec.schema)
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": spec.schema_name, "schema": dict(spec.schema)},
+                "json_schema": {
+                    "name": spec.schema_name,
+                    "schema": closed if strict else dict(spec.schema),
+                    "strict": strict,
+                },
             }
         if spec.tools:
             body["tools"] = [

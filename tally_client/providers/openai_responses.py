@@ -33,6 +33,7 @@ from typing import Any, Self
 
 from .._errors import APIStatusError, ProtocolError, status_error
 from .._events import Finished, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, UsageReported
+from .._output import strict_schema
 from .._request import CallSpec, Message, WireRequest
 from .._response import FinishReason, ToolCall, Usage
 from ._base import (
@@ -200,6 +201,13 @@ def _call_item(call: Any) -> dict[str, Any]:
     return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
 
 
+def _continuation_items(message: Message) -> list[Any] | None:
+    continuation = message.get("continuation")
+    if isinstance(continuation, Mapping) and continuation.get("protocol") == "openai-responses":
+        return list(continuation["items"])
+    return None
+
+
 def input_items(messages: Sequence[Message]) -> list[Any]:
     """Chat-shaped messages as Responses input items, in order.
 
@@ -209,6 +217,8 @@ def input_items(messages: Sequence[Message]) -> list[Any]:
     - assistant: its text (parts joined) as a `message` item with one `output_text` part,
       then one `function_call` item per tool call.
     - tool: a `function_call_output` item `{call_id: tool_call_id, output: text}`.
+    - an assistant turn from `Response.to_message()` of a Responses call: its output items
+      (`continuation`), unchanged.
     """
     items: list[Any] = []
     for message in messages:
@@ -222,6 +232,10 @@ def input_items(messages: Sequence[Message]) -> list[Any]:
                     "output": _text_of(content),
                 }
             )
+        elif role == "assistant" and _continuation_items(message) is not None:
+            # The output items as the API sent them (reasoning items with their encrypted
+            # content, function calls): what a stateless conversation must send back.
+            items.extend(_continuation_items(message) or ())
         elif role == "assistant":
             text = _text_of(content)
             if text:
@@ -371,11 +385,13 @@ class OpenAIResponsesProvider(Provider):
         if spec.top_p is not None:
             body["top_p"] = spec.top_p
         if spec.schema is not None:
+            closed, strict = strict_schema(spec.schema)
             body["text"] = {
                 "format": {
                     "type": "json_schema",
                     "name": spec.schema_name,
-                    "schema": dict(spec.schema),
+                    "schema": closed if strict else dict(spec.schema),
+                    "strict": strict,
                 }
             }
         if spec.tools:
@@ -422,6 +438,7 @@ class OpenAIResponsesProvider(Provider):
             events,
             shape.text(body.get("model"), "model", body),
             shape.text(body.get("id"), "id", body),
+            {"protocol": "openai-responses", "items": body["output"]},
         )
 
     def new_decoder(self) -> ResponsesStreamDecoder:
@@ -441,6 +458,7 @@ class ResponsesStreamDecoder:
 
     __slots__ = (
         "_args",
+        "_items",
         "_keys",
         "_provider",
         "_refusal",
@@ -455,6 +473,7 @@ class ResponsesStreamDecoder:
         self._provider = provider
         self._shape = Shape(provider)
         self._keys: dict[Any, int] = {}  # item id, call_id or output_index -> call index
+        self._items: list[Any] = []  # finished output items, for `continuation`
         self._args: list[int] = []  # characters of arguments streamed, per call
         self._text = False
         self._refusal = False
@@ -499,6 +518,7 @@ class ResponsesStreamDecoder:
             return self._item_added(item, payload.get("output_index"), data)
         if kind == "response.output_item.done":
             item = shape.obj(payload.get("item"), "output_item.done.item", data)
+            self._items.append(item)
             return self._item_done(item, payload.get("output_index"), data)
         if kind == "response.refusal.delta":
             delta = shape.text(payload.get("delta"), "refusal.delta", data)
@@ -597,6 +617,11 @@ class ResponsesStreamDecoder:
         self._args[index] = len(arguments)
         return (ToolCallDelta(index, None, None, arguments),)
 
+    @property
+    def continuation(self) -> dict[str, Any] | None:
+        """The response's output items (see `input_items`), once any finished."""
+        return {"protocol": "openai-responses", "items": list(self._items)} if self._items else None
+
     def _terminal(self, response: dict[str, Any], status: str, data: str) -> Sequence[StreamEvent]:
         shape = self._shape
         self.terminal = True
@@ -607,6 +632,8 @@ class ResponsesStreamDecoder:
         for item in output:
             if type(item) is not dict:
                 raise shape.error("each output item to be an object", data)
+        if output:
+            self._items = list(output)  # the whole list, as the API has it
         if not self._text:
             # Nothing streamed as text: take it from the final output (servers that skip deltas).
             texts: list[StreamEvent] = []

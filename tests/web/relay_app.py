@@ -1,0 +1,84 @@
+"""A minimal app around `sse_response()` for the tests: one route, options given per test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tally_client import AsyncClient, AsyncStream, Client, Stream
+from tally_client.web import RelayResult, sse_response
+
+
+def relay_app(
+    make_stream: Callable[[], AsyncStream | Stream],
+    results: list[RelayResult],
+    **options: Any,
+) -> Starlette:
+    """POST /relay relays `make_stream()`; GET /control sends `control_body` without our headers."""
+
+    async def relay(request: Request) -> Response:
+        await request.body()
+        return sse_response(make_stream(), on_done=results.append, **options)
+
+    return Starlette(routes=[Route("/relay", relay, methods=["POST", "GET"])])
+
+
+def parse_sse(raw: bytes) -> list[tuple[str, str]]:
+    """(event name, data) per SSE event; comments (pings) are returned as ("comment", text)."""
+    events = []
+    for block in raw.decode().replace("\r\n", "\n").split("\n\n"):
+        if not block:
+            continue
+        name, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                events.append(("comment", line[1:].strip()))
+            elif line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+        if data:
+            events.append((name, "\n".join(data)))
+    return events
+
+
+def vercel_parts(raw: bytes) -> list[dict[str, Any]]:
+    """The parts of a Vercel UI message stream ([DONE] as {"type": "[DONE]"})."""
+    parts = []
+    for name, data in parse_sse(raw):
+        if name == "comment":
+            continue
+        parts.append({"type": "[DONE]"} if data == "[DONE]" else json.loads(data))
+    return parts
+
+
+def post(base: str, timeout: float = 30) -> httpx.Response:
+    with httpx.Client(timeout=timeout) as http:
+        return http.post(base + "/relay", json={})
+
+
+class LazyClient:
+    """An AsyncClient made on first use, inside the server's event loop (httpx binds to it)."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = url
+        self.options = options
+        self._client: AsyncClient | None = None
+
+    def stream(self, prompt: str = "hi", **call: Any) -> AsyncStream:
+        if self._client is None:
+            self._client = AsyncClient(base_url=self.url + "/v1", **self.options)
+        return self._client.stream(prompt, **call)
+
+    def sync_stream(self, prompt: str = "hi", **call: Any) -> Stream:
+        return Client(base_url=self.url + "/v1", **self.options).stream(prompt, **call)
+
+
+__all__ = ["LazyClient", "StreamingResponse", "parse_sse", "post", "relay_app", "vercel_parts"]
