@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 LOWEST := .venv-lowest
 
-.PHONY: demo test test-lowest lint docs bench setup model clean chat system-deps node-deps
+.PHONY: demo test test-lowest lint docs bench setup model llamastack clean chat system-deps node-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ setup: $(VENV)/.installed
 
 model: setup
 	$(PY) -m tally_client.testing.llama provision
+
+# Llama Stack (a real OpenAI Batch API server) in its own venv under ~/.cache/tally_client,
+# so its pins do not fight ours; needs a Python >= 3.12 (found on PATH or pyenv's).
+llamastack: setup
+	$(PY) -m tally_client.testing.llamastack provision
 
 demo: model
 	$(PY) examples/demo.py
@@ -72,7 +77,7 @@ test-lowest: $(LOWEST)/.installed
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
-test: lint docs model system-deps node-deps test-lowest
+test: lint docs model system-deps node-deps llamastack test-lowest
 	$(VENV)/bin/pytest
 
 bench: setup

@@ -24,6 +24,7 @@ SECTIONS: dict[str, str] = {
     "first_token": "benchmarks.first_token",
     "structured": "benchmarks.structured",
     "web": "benchmarks.web",
+    "pipelines": "benchmarks.pipelines",
     "routing": "benchmarks.routing",
 }
 

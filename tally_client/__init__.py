@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any, TypeVar, Unpack
 
+from ._batch import AsyncBatchJob, BatchItemError, BatchJob, BatchResult, BatchStatus
 from ._client import AsyncClient, BaseCallOptions, CallOptions, Client
 from ._decision import Confidence, Decision, ModelSpec, PhasePlan, Price
 from ._envelope import Envelope, build_envelope
@@ -55,6 +56,8 @@ from ._events import (
     ToolCallDelta,
     UsageReported,
 )
+from ._limiter import AdaptiveLimit, LimitChange
+from ._map import ItemError, MapResult
 from ._observe import CallInfo, CallObserver, Observer
 from ._output import PartialToolCall, PartialToolCalls
 from ._partial import PartialJSON, parse_partial_json
@@ -71,12 +74,18 @@ from .routing.remote import TallyRouter
 __all__ = [
     "APIStatusError",
     "APITimeoutError",
+    "AdaptiveLimit",
+    "AsyncBatchJob",
     "AsyncClient",
     "AsyncStream",
     "AsyncToolRun",
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
+    "BatchItemError",
+    "BatchJob",
+    "BatchResult",
+    "BatchStatus",
     "CallInfo",
     "CallObserver",
     "CallOptions",
@@ -93,6 +102,9 @@ __all__ = [
     "Finished",
     "FirstTokenTimeout",
     "IdleTimeout",
+    "ItemError",
+    "LimitChange",
+    "MapResult",
     "Message",
     "Metrics",
     "MissingAPIKeyError",

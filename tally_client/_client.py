@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, overload
 
@@ -28,6 +29,8 @@ from ._supervisor import Supervisor
 from .routing import EmbeddedRouter, Router
 
 if TYPE_CHECKING:
+    from ._batch import AsyncBatchJob, BatchJob
+    from ._map import MapResult
     from ._output import StructuredCall
     from ._toolrun import AsyncToolRun, ToolRun
     from ._tools import ToolLoop
@@ -76,6 +79,8 @@ class BaseCallOptions(TypedDict, total=False):
         structure_type: the output's form: "prose", "code", "json", "list" or "mixed".
         expected_output_tokens: how long the output is expected to be, in tokens.
         time_sensitive: prefer lower latency over lower cost.
+        latency_tolerance: how long the result may wait, in seconds; with consumer
+            "pipeline" and 24 hours or more, `route()` may answer batch (`client.batch()`).
         timeouts: time limits for this call (default: the client's).
         retry: the retry policy for this call (default: the client's).
         extra_body: provider-specific request fields, merged into the body last.
@@ -104,6 +109,7 @@ class BaseCallOptions(TypedDict, total=False):
     structure_type: StructureType
     expected_output_tokens: int
     time_sensitive: bool
+    latency_tolerance: float
     timeouts: Timeouts
     retry: RetryPolicy
     extra_body: Mapping[str, Any]
@@ -243,6 +249,7 @@ class _BaseClient:
             expected_output_tokens=options.get("expected_output_tokens"),
             consumer=options.get("consumer"),
             time_sensitive=options.get("time_sensitive", False),
+            latency_tolerance=options.get("latency_tolerance"),
             context_tokens=tokens,
         )
 
@@ -325,6 +332,13 @@ class _BaseClient:
         options: CallOptions,
     ) -> tuple[Supervisor, WireRequest]:
         call_headers = check_headers(options.get("extra_headers"), "extra_headers")
+        if decision.batch:  # one live call cannot wait for a batch: client.batch() does
+            decision = replace(
+                decision,
+                batch=False,
+                reasons=("a live call: atomic rather than the Batch API", *decision.reasons),
+                source="caller",
+            )
         structured = structured_call(options.get("schema"), options.get("schema_name"))
         mode = options.get("schema_mode", "native")
         if mode not in ("native", "prompt"):
@@ -406,6 +420,57 @@ class _BaseClient:
                 f"this {type(self).__name__} is closed (its `with` block ended or close() was "
                 "called): make calls inside the block, or create a new client"
             )
+
+    def _batch_items(
+        self, prompts: Sequence[str | Sequence[Message]], options: CallOptions
+    ) -> tuple[Provider, str, list[tuple[str, WireRequest]]]:
+        """Each prompt's atomic request, built by the provider codec a live call uses.
+
+        Every item goes to the model the router (or `model=`) picks for the first one, since
+        a batch job runs on one provider and, for Gemini, one model.
+
+        Raises:
+            ConfigurationError: no prompts, or the provider has no batch API.
+        """
+        from .providers._batch import batch_codec
+
+        if isinstance(prompts, str) or not prompts:
+            raise ConfigurationError("batch() takes a non-empty list of prompts")
+        opts: Any = {"consumer": "pipeline", **options}
+        items: list[tuple[str, WireRequest]] = []
+        provider: Provider | None = None
+        model = ""
+        for index, prompt in enumerate(prompts):
+            sup, wire = self._plan(prompt, opts, False)
+            if provider is None:
+                provider, model = sup.provider, sup.model
+                batch_codec(provider)  # fail before building the rest
+                opts["model"] = model
+            items.append((f"item-{index}", wire))
+        assert provider is not None
+        return provider, model, items
+
+    def _batch_provider(self, batch_id: str, provider: str | None) -> Provider:
+        if provider is not None:
+            if provider not in self.providers:
+                raise ConfigurationError(
+                    f"unknown provider {provider!r} (configured: {sorted(self.providers)})"
+                )
+            return self.providers[provider]
+        wanted = (
+            ("anthropic",)
+            if batch_id.startswith("msgbatch_")
+            else ("gemini",)
+            if batch_id.startswith("batches/")
+            else ("openai-chat", "openai-responses")
+        )
+        found = [p for p in self.providers.values() if p.protocol in wanted]
+        if len(found) != 1:
+            raise ConfigurationError(
+                f"cannot tell which provider runs batch {batch_id!r}: pass provider="
+                f" one of {sorted(self.providers)}"
+            )
+        return found[0]
 
 
 class Client(_BaseClient):
@@ -581,6 +646,126 @@ class Client(_BaseClient):
             ConfigurationError: bad arguments, an unknown model, a missing key.
         """
         return self._stream(prompt, options, None)
+
+    def map(
+        self,
+        prompts: Iterable[str | Sequence[Message]],
+        *,
+        concurrency: int = 64,
+        progress: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> MapResult:
+        """Make one call per prompt, many at once, and return them in input order.
+
+        Each item is a `respond()` call: delivered as the router decides, which for the
+        default consumer "pipeline" is atomic.
+
+        At most `concurrency` calls are in flight; the limit adapts (AIMD): a 429 or an
+        overload (503, 529) halves it, at most once per round trip, and a `retry-after`
+        holds new calls back until it passes; each success raises it by 1/limit, back up to
+        `concurrency`. Each item is retried by the retry policy like any call; an item that
+        still fails is collected in `.errors` and the run goes on. With `checkpoint`, each
+        finished item is appended to that JSON Lines file at once, and a rerun with the same
+        path skips the items already done (same index, prompt and options), so none is paid
+        for twice; Responses are then read back from the file, keeping memory flat.
+        Ctrl-C stops new calls, closes the open ones, leaves the checkpoint consistent and
+        raises KeyboardInterrupt. The calls run on `concurrency` worker threads.
+
+        Args:
+            prompts: prompt strings or message lists (any iterable; read as items start).
+            concurrency: the most calls in flight at once (the adaptive limit's ceiling).
+            progress: show a progress bar (tqdm: `pip install 'tally-client[progress]'`)
+                with tokens so far (and cost, where Responses carry one).
+            checkpoint: a JSON Lines file to record results in and resume from.
+            **options: see `CallOptions`, applied to every item (`consumer` defaults to
+                "pipeline").
+
+        Returns:
+            A `MapResult`: `.responses` (None where an item failed), `.errors`, `.usage`,
+            `.cost`, `.resumed`, `.limit_trace`.
+
+        Raises:
+            ConfigurationError: bad arguments, an unknown model, a missing key, a file
+                that is not a map() checkpoint, or progress=True without tqdm.
+            KeyboardInterrupt: Ctrl-C; the checkpoint holds every item finished before it.
+        """
+        from ._map import map_sync
+
+        return map_sync(
+            self,
+            prompts,
+            concurrency=concurrency,
+            progress=progress,
+            checkpoint=checkpoint,
+            options=options,
+        )
+
+    def batch(
+        self, prompts: Sequence[str | Sequence[Message]], **options: Unpack[CallOptions]
+    ) -> BatchJob:
+        """Submit the prompts to the provider's Batch API (half the price; results within
+        24 hours) and return the job at once.
+
+        Each request is the atomic request a live call would send (same codec), sent with
+        custom_id "item-<index>"; results come back as the same Responses. OpenAI (and
+        servers implementing /v1/files + /v1/batches, such as Llama Stack): a JSONL file
+        upload then a batch; Anthropic: Message Batches; Gemini: batch mode, inline.
+
+        Args:
+            prompts: prompt strings or message lists.
+            **options: see `CallOptions`; every item uses the model chosen for the first.
+
+        Returns:
+            A `BatchJob`: `.id`, `.status`, `.wait(progress=True)`, `.cancel()`.
+
+        Raises:
+            ConfigurationError: no prompts, or the chosen provider has no Batch API.
+            ProviderError: the provider refused the job (after retries).
+        """
+        from ._batch import BatchJob, drive
+        from .providers._batch import batch_codec
+
+        provider, model, items = self._batch_items(prompts, options)
+        codec = batch_codec(provider)
+        retry = options.get("retry") or self.retry
+        status = drive(self._http, provider, codec.submit(items, model), retry)
+        structured = structured_call(options.get("schema"), options.get("schema_name"))
+        return BatchJob(self._http, codec, status, model=model, structured=structured, retry=retry)
+
+    def batch_job(
+        self,
+        batch_id: str,
+        *,
+        provider: str | None = None,
+        schema: Any = None,
+    ) -> BatchJob:
+        """Resume a batch job by id, from this or another process (reads its status).
+
+        Args:
+            batch_id: the job's id (`job.id`).
+            provider: the provider key; needed only when the id does not tell ("msgbatch_"
+                is Anthropic, "batches/" Gemini, else OpenAI) among the configured ones.
+            schema: the schema the job was submitted with, to parse structured output.
+
+        Raises:
+            ConfigurationError: the provider cannot be told, or has no Batch API.
+            ProviderError: the provider does not know the job, or could not be reached.
+        """
+        from ._batch import BatchJob, drive
+        from .providers._batch import batch_codec
+
+        endpoint = self._batch_provider(batch_id, provider)
+        codec = batch_codec(endpoint)
+        status = drive(self._http, endpoint, codec.get(batch_id), self.retry)
+        return BatchJob(
+            self._http,
+            codec,
+            status,
+            model="",
+            structured=structured_call(schema, None),
+            retry=self.retry,
+        )
 
     def run_tools(
         self,
@@ -773,6 +958,71 @@ class AsyncClient(_BaseClient):
     ) -> AsyncStream:
         """Make the call the way the router decides; see `Client.respond`."""
         return self._stream(prompt, options, None)
+
+    async def map(
+        self,
+        prompts: Iterable[str | Sequence[Message]],
+        *,
+        concurrency: int = 64,
+        progress: bool = False,
+        checkpoint: str | os.PathLike[str] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> MapResult:
+        """Make one call per prompt, many at once; see `Client.map`.
+
+        The calls are tasks of one task group; cancelling the awaiting task (Ctrl-C under
+        `asyncio.run`) cancels them all, closing their connections, and the checkpoint
+        keeps every item finished before.
+        """
+        from ._map import map_async
+
+        return await map_async(
+            self,
+            prompts,
+            concurrency=concurrency,
+            progress=progress,
+            checkpoint=checkpoint,
+            options=options,
+        )
+
+    async def batch(
+        self, prompts: Sequence[str | Sequence[Message]], **options: Unpack[CallOptions]
+    ) -> AsyncBatchJob:
+        """Submit the prompts to the provider's Batch API; see `Client.batch`."""
+        from ._batch import AsyncBatchJob, adrive
+        from .providers._batch import batch_codec
+
+        provider, model, items = self._batch_items(prompts, options)
+        codec = batch_codec(provider)
+        retry = options.get("retry") or self.retry
+        status = await adrive(self._http, provider, codec.submit(items, model), retry)
+        structured = structured_call(options.get("schema"), options.get("schema_name"))
+        return AsyncBatchJob(
+            self._http, codec, status, model=model, structured=structured, retry=retry
+        )
+
+    async def batch_job(
+        self,
+        batch_id: str,
+        *,
+        provider: str | None = None,
+        schema: Any = None,
+    ) -> AsyncBatchJob:
+        """Resume a batch job by id; see `Client.batch_job`."""
+        from ._batch import AsyncBatchJob, adrive
+        from .providers._batch import batch_codec
+
+        endpoint = self._batch_provider(batch_id, provider)
+        codec = batch_codec(endpoint)
+        status = await adrive(self._http, endpoint, codec.get(batch_id), self.retry)
+        return AsyncBatchJob(
+            self._http,
+            codec,
+            status,
+            model="",
+            structured=structured_call(schema, None),
+            retry=self.retry,
+        )
 
     def run_tools(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ._decision import ModelSpec
@@ -76,7 +77,11 @@ def default_setup(
         if api_key is None:
             continue
         providers[key] = load_provider(protocol, api_key=api_key, base_url=env.get(base_url_var))
-        models.extend(e.spec for e in catalog.values() if e.provider == key)
+        # The official OpenAI, Anthropic and Gemini APIs run batches at half the live price.
+        discount = 0.5 if providers[key].official else None
+        models.extend(
+            replace(e.spec, batch_discount=discount) for e in catalog.values() if e.provider == key
+        )
     if not providers:
         base_url = env.get(LOCAL_BASE_URL_ENV) or LOCAL_BASE_URL
         local = load_provider("openai-chat", base_url=base_url, name="local")

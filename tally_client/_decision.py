@@ -87,6 +87,9 @@ class ModelSpec:
             "reasoning"}.
         ttft: typical time to first token, in seconds; None if unknown.
         output_tokens_per_second: typical generation speed, in tokens per second.
+        batch_discount: the price of a Batch API request as a fraction of a live one (0.5:
+            half, as OpenAI, Anthropic and Gemini charge), or None when the provider has no
+            Batch API.
     """
 
     name: str
@@ -99,6 +102,7 @@ class ModelSpec:
     capabilities: frozenset[str] = frozenset({"json", "tools"})
     ttft: float | None = None
     output_tokens_per_second: float | None = None
+    batch_discount: float | None = None
 
     def expected_cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD expected for a call of that size (from `price`, else the blended `cost`)."""
@@ -177,6 +181,9 @@ class Decision:
         id: this decision's id (16 hex digits), echoed in telemetry and feedback.
         price: the chosen model's price, used for `Response.cost`; None if unknown.
         shape: the learner's key for the envelope's shape (no content), or None.
+        batch: deliver through the provider's Batch API (`client.batch()`); `stream` is then
+            False. Recommended only for a pipeline that can wait 24 hours, on a model whose
+            provider offers one.
     """
 
     model: str
@@ -190,6 +197,7 @@ class Decision:
     id: str = field(default_factory=_new_id)
     price: Price | None = None
     shape: str | None = None
+    batch: bool = False
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ class Envelope:
             pipeline (a later step); None when unknown.
         phase: for calls with tools: "tool" (the model may call tools) or "synthesis" (tool
             results are in, the model answers); None without tools.
+        latency_tolerance: how long the result may wait, in seconds (None: not said). A
+            pipeline that can wait 24 hours may go to a provider's Batch API.
         protocol_version: the envelope protocol version ("2").
     """
 
@@ -70,6 +72,7 @@ class Envelope:
     time_sensitive: bool = False
     consumer: Consumer | None = None
     phase: Phase | None = None
+    latency_tolerance: float | None = None
     protocol_version: str = "2"
 
     @property
@@ -112,6 +115,7 @@ def build_envelope(
     consumer: Consumer | None = None,
     time_sensitive: bool = False,
     context_tokens: int | None = None,
+    latency_tolerance: float | None = None,
 ) -> Envelope:
     """Derive a call's envelope from its parameters.
 
@@ -130,9 +134,11 @@ def build_envelope(
         consumer: "human", "machine" or "pipeline".
         time_sensitive: prefer latency over cost.
         context_tokens: the input size in tokens, when the caller knows it exactly.
+        latency_tolerance: how long the result may wait, in seconds.
 
     Raises:
-        ConfigurationError: an unknown structure_type or consumer.
+        ConfigurationError: an unknown structure_type or consumer, or a negative
+            latency_tolerance.
     """
     if structure_type is None:
         structure_type = "json" if schema is not None else "prose"
@@ -143,6 +149,10 @@ def build_envelope(
     if consumer is not None and consumer not in _CONSUMERS:
         raise ConfigurationError(
             f"consumer must be one of {sorted(_CONSUMERS)} or None, got {consumer!r}"
+        )
+    if latency_tolerance is not None and latency_tolerance < 0:
+        raise ConfigurationError(
+            f"latency_tolerance is seconds the result may wait (>= 0), got {latency_tolerance}"
         )
     if context_tokens is None:
         context_tokens = sum(_message_chars(m) for m in messages) // _CHARS_PER_TOKEN
@@ -159,6 +169,7 @@ def build_envelope(
         time_sensitive=time_sensitive,
         consumer=consumer,
         phase=phase,
+        latency_tolerance=latency_tolerance,
     )
 
 

@@ -18,6 +18,7 @@ EXPECTED = {
     "async_concurrent.py": "What is a prime number?",
     "structured_output.py": "parsed: Post(title=",
     "chat_ui_resets.py": "(complete, 2 attempts)",
+    "pipeline.py": "rerun: 8 of 8 items taken from the checkpoint",
     "hosted_router.py": "when the hosted router fails: source fallback",
 }
 

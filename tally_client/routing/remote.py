@@ -290,7 +290,7 @@ class TallyRouter:
         if isinstance(trace, str) and trace:
             said += f": {trace[:200]}"
         ident = _field(data, "decision_id", "id")
-        extra = {"id": ident} if isinstance(ident, str) and ident else {}
+        extra: dict[str, Any] = {"id": ident} if isinstance(ident, str) and ident else {}
         return Decision(
             model=spec.name,
             provider=spec.provider,

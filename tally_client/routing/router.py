@@ -26,7 +26,7 @@ from .choice import (
     needed_quality,
 )
 from .learner import Learner, shape_key
-from .rules import delivery
+from .rules import batch_reason, delivery
 
 __all__ = ["LEARNING_ENV", "EmbeddedRouter", "Router", "as_router"]
 
@@ -141,6 +141,9 @@ class EmbeddedRouter:
         stream, stream_conf, reasons, phases = delivery(envelope, spec, choice.stream)
         if choice.stream is not None:
             source = "caller"
+        batch = batch_reason(envelope, spec) if choice.stream is None else None
+        if batch is not None:
+            stream, reasons = False, (batch, *reasons)
         return Decision(
             model=spec.name,
             provider=spec.provider,
@@ -152,6 +155,7 @@ class EmbeddedRouter:
             source=source,  # type: ignore[arg-type]
             price=spec.price,
             shape=shape,
+            batch=batch is not None,
         )
 
     async def aroute(

@@ -14,7 +14,15 @@ from __future__ import annotations
 from .._decision import ModelSpec, PhasePlan
 from .._envelope import Envelope
 
-__all__ = ["LONG_OUTPUT_TOKENS", "SHORT_OUTPUT_TOKENS", "WAIT_SECONDS", "Delivery", "delivery"]
+__all__ = [
+    "BATCH_WINDOW_SECONDS",
+    "LONG_OUTPUT_TOKENS",
+    "SHORT_OUTPUT_TOKENS",
+    "WAIT_SECONDS",
+    "Delivery",
+    "batch_reason",
+    "delivery",
+]
 
 SHORT_OUTPUT_TOKENS = 200
 """Below this many expected output tokens, streaming gains no noticeable TTFT."""
@@ -22,6 +30,10 @@ LONG_OUTPUT_TOKENS = 800
 """From this many expected output tokens, a reader waits long enough for streaming to matter."""
 WAIT_SECONDS = 5.0
 """A person waiting longer than this (expected E2E seconds) for a whole answer tips to streaming."""
+
+BATCH_WINDOW_SECONDS = 24 * 3600
+"""The providers' Batch APIs promise results within 24 hours (OpenAI's completion_window
+"24h", Anthropic's and Gemini's 24 h target): a caller must be able to wait that long."""
 
 _Signal = tuple[float, str]  # (weight: > 0 favours streaming, < 0 atomic; reason)
 
@@ -129,3 +141,26 @@ def _mode(signals: list[_Signal]) -> tuple[bool, float, list[str]]:
     if agreement < 0.5:
         reasons.append("the signals conflict: either mode is defensible")
     return stream, confidence, reasons
+
+
+def batch_reason(envelope: Envelope, model: ModelSpec) -> str | None:
+    """Why this call should go to a Batch API (the third delivery mode), or None.
+
+    Only a pipeline (nobody waits on the result) that can wait the providers' 24-hour window
+    (`Envelope.latency_tolerance`), without tools (a tool loop needs its rounds now), on a
+    model whose provider has a Batch API (`ModelSpec.batch_discount`).
+    """
+    wait = envelope.latency_tolerance
+    if (
+        envelope.consumer != "pipeline"
+        or wait is None
+        or wait < BATCH_WINDOW_SECONDS
+        or envelope.tools_used
+        or model.batch_discount is None
+    ):
+        return None
+    saving = 1.0 - model.batch_discount
+    return (
+        f"a pipeline that can wait {wait / 3600:g} h: {model.provider}'s Batch API returns "
+        f"results within 24 h and costs {saving:.0%} less"
+    )
