@@ -69,8 +69,8 @@ class ProxyBufferingWarning(UserWarning):
     """
 
 
-_COMPACT_EVERY = 256
-"""Text pieces held before they are joined: bounds an answer's memory near its length."""
+_JOIN_EVERY = 32
+"""Text deltas kept apart before they are joined into one string (memory near the text's size)."""
 
 
 class Accumulator:
@@ -79,6 +79,7 @@ class Accumulator:
     __slots__ = (
         "_calls",
         "_gaps",
+        "_joined",
         "_text",
         "_thinking",
         "finish_reason",
@@ -92,6 +93,7 @@ class Accumulator:
     def __init__(self, started: float) -> None:
         self.started = started
         self._text: list[str] = []
+        self._joined = 0  # pieces of _text already joined into blocks
         self._thinking: list[str] = []
         self._calls: dict[int, list[Any]] = {}
         self._gaps = array("d")  # seconds between deltas: 8 bytes each, not a float object
@@ -107,8 +109,11 @@ class Accumulator:
         if kind is TextDelta:
             text = self._text
             text.append(event.text)  # type: ignore[union-attr]
-            if len(text) >= _COMPACT_EVERY:  # a long answer is one string, not many small ones
-                text[:] = ["".join(text)]
+            if len(text) - self._joined >= _JOIN_EVERY:
+                # Join the newest pieces into one: a long answer holds a few strings of its
+                # length, not one small string object per delta (linear: old text is kept).
+                text[self._joined :] = ["".join(text[self._joined :])]
+                self._joined += 1
         elif kind is ThinkingDelta:
             self._thinking.append(event.text)  # type: ignore[union-attr]
         elif kind is ToolCallDelta:
