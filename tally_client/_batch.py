@@ -29,6 +29,7 @@ from .providers._batch import (
 )
 
 if TYPE_CHECKING:
+    from ._decision import Price
     from ._output import StructuredCall
     from .providers._base import Provider
 
@@ -72,12 +73,15 @@ class _JobBase:
         model: str,
         structured: StructuredCall | None,
         retry: RetryPolicy,
+        price: Price | None = None,
     ) -> None:
         self._codec = codec
         self._status = status
         self.model = model
         self.structured = structured
         self._retry = retry
+        self.price = price
+        """The price per request at the Batch API's discount (None: unknown, so `cost` is)."""
 
     @property
     def id(self) -> str:
@@ -114,6 +118,7 @@ class _JobBase:
             policy=_NO_RETRY,
             timeouts=Timeouts(),
             structured=self.structured,
+            price=self.price,
         )
         sup.begin()
         try:
@@ -151,8 +156,11 @@ class BatchJob(_JobBase):
         model: str,
         structured: StructuredCall | None,
         retry: RetryPolicy,
+        price: Price | None = None,
     ) -> None:
-        super().__init__(codec, status, model=model, structured=structured, retry=retry)
+        super().__init__(
+            codec, status, model=model, structured=structured, retry=retry, price=price
+        )
         self._http = http
 
     def _run(self, flow: Flow) -> Any:
@@ -237,8 +245,11 @@ class AsyncBatchJob(_JobBase):
         model: str,
         structured: StructuredCall | None,
         retry: RetryPolicy,
+        price: Price | None = None,
     ) -> None:
-        super().__init__(codec, status, model=model, structured=structured, retry=retry)
+        super().__init__(
+            codec, status, model=model, structured=structured, retry=retry, price=price
+        )
         self._http = http
 
     async def _run(self, flow: Flow) -> Any:

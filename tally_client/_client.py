@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, over
 
 import httpx
 
-from ._decision import CallerChoice, Decision, ModelSpec, Outcome
+from ._decision import CallerChoice, Decision, ModelSpec, Outcome, Price
 from ._envelope import Consumer, Envelope, StructureType, build_envelope
 from ._errors import ConfigurationError
 from ._observe import CallInfo, Observer
@@ -421,6 +421,20 @@ class _BaseClient:
                 "called): make calls inside the block, or create a new client"
             )
 
+    def _batch_price(self, model: str) -> Price | None:
+        """A Batch API request's price for `model`: its catalog price at the provider's batch
+        discount (`ModelSpec.batch_discount`, 0.5 for OpenAI, Anthropic and Gemini); None when
+        either is unknown, so the Responses' `cost` is None rather than a live-price guess."""
+        spec = next((m for m in self.models if m.name == model), None)
+        if spec is None or spec.price is None or spec.batch_discount is None:
+            return None
+        d, p = spec.batch_discount, spec.price
+        cached = None if p.cached_input is None else p.cached_input * d
+        return replace(
+            p, input=p.input * d, output=p.output * d, cached_input=cached,
+            source=f"{p.source} (batch: x{d:g})",
+        )  # fmt: skip
+
     def _batch_items(
         self, prompts: Sequence[str | Sequence[Message]], options: CallOptions
     ) -> tuple[Provider, str, list[tuple[str, WireRequest]]]:
@@ -731,7 +745,10 @@ class Client(_BaseClient):
         retry = options.get("retry") or self.retry
         status = drive(self._http, provider, codec.submit(items, model), retry)
         structured = structured_call(options.get("schema"), options.get("schema_name"))
-        return BatchJob(self._http, codec, status, model=model, structured=structured, retry=retry)
+        return BatchJob(
+            self._http, codec, status, model=model, structured=structured, retry=retry,
+            price=self._batch_price(model),
+        )  # fmt: skip
 
     def batch_job(
         self,
@@ -998,8 +1015,9 @@ class AsyncClient(_BaseClient):
         status = await adrive(self._http, provider, codec.submit(items, model), retry)
         structured = structured_call(options.get("schema"), options.get("schema_name"))
         return AsyncBatchJob(
-            self._http, codec, status, model=model, structured=structured, retry=retry
-        )
+            self._http, codec, status, model=model, structured=structured, retry=retry,
+            price=self._batch_price(model),
+        )  # fmt: skip
 
     async def batch_job(
         self,

@@ -45,7 +45,7 @@ from ._response import (
 from ._retry import RetryPolicy, Timeouts
 
 if TYPE_CHECKING:
-    from ._decision import Decision
+    from ._decision import Decision, Price
     from ._observe import CallInfo, CallObserver, Observer
     from ._output import StructuredCall
     from .providers._base import Provider, StreamDecoder
@@ -204,6 +204,8 @@ class Supervisor:
         decision: the routing decision, attached to the Response.
         structured: the structured-output check of the call (None without `schema=`).
         clock: monotonic seconds; injectable for tests.
+        price: the price each attempt is billed at, when not the decision's (a Batch API
+            request's discounted price).
     """
 
     def __init__(
@@ -215,6 +217,7 @@ class Supervisor:
         policy: RetryPolicy,
         timeouts: Timeouts,
         decision: Decision | None = None,
+        price: Price | None = None,
         structured: StructuredCall | None = None,
         clock: Callable[[], float] = time.monotonic,
         observers: Sequence[Observer] = (),
@@ -226,7 +229,7 @@ class Supervisor:
         self.policy = policy
         self.timeouts = timeouts
         self.decision = decision
-        self._price = decision.price if decision is not None else None
+        self._price = price if price is not None or decision is None else decision.price
         self.on_end: Callable[[Response], None] | None = None
         """Called once with the call's final Response (complete, partial, failed's partial or
         cancelled), e.g. so the router learns the outcome; its exceptions are swallowed."""

@@ -456,3 +456,25 @@ def test_a_live_call_that_routes_to_batch_runs_atomically(server: ReplayServer) 
     assert not response.decision.batch and not response.decision.stream
     assert "Batch API" in " ".join(response.decision.reasons)
     assert server.requests(url)[0].json().get("stream") in (None, False)
+
+
+def test_batch_responses_cost_the_discounted_price(server: ReplayServer) -> None:
+    from tally_client import ModelSpec, Price
+    from tally_client.providers.anthropic import AnthropicProvider
+
+    message = recording("anthropic/text.json")
+    results = server.add(
+        jsonl({"custom_id": "item-0", "result": {"type": "succeeded", "message": message}})
+    )
+    ended = anthropic_batch("ended", results + "/v1/messages/batches/x/results")
+    url = server.add(Scenario(Reply.json(ended)))
+    price = Price(input=3.0, output=15.0)
+    models = [ModelSpec("claude-x", "anthropic", price=price, batch_discount=0.5)]
+    providers = {"anthropic": AnthropicProvider(base_url=url, api_key="sk-ant-test")}
+    with Client(models, providers=providers) as client:
+        job = client.batch(["a"], max_tokens=20)
+        [item] = list(job.wait(poll_interval=0.001))
+    assert item.response is not None
+    usage = item.response.usage
+    live = price.cost(usage.input_tokens, usage.output_tokens)
+    assert live is not None and item.response.cost == pytest.approx(live / 2)

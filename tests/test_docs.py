@@ -121,7 +121,14 @@ def tally_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.live
 @pytest.mark.parametrize("block", TO_RUN, ids=[b.id for b in TO_RUN])
-def test_block_runs_as_written(block: Block, llama: LlamaServer, tally_bin: Path) -> None:
+def test_block_runs_as_written(
+    block: Block, llama: LlamaServer, tally_bin: Path, tmp_path: Path
+) -> None:
+    # Each block runs in a fresh directory (files it writes, such as a map() checkpoint, do
+    # not leak into the checkout or into the next run); the repository's folders that
+    # snippets name by relative path are linked in.
+    for name in ("tests", "examples"):
+        (tmp_path / name).symlink_to(ROOT / name)
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
     env.pop("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", None)
     env.update(
@@ -139,7 +146,7 @@ def test_block_runs_as_written(block: Block, llama: LlamaServer, tally_bin: Path
     else:
         cmd = ["bash", "-e", "-o", "pipefail", "-c", block.code]
     out = subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
         stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
     assert out.returncode == 0, f"{block.id} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
