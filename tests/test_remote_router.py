@@ -94,18 +94,25 @@ def _closed_port() -> str:
     ],
 )
 def test_every_failure_falls_back_and_the_call_proceeds(
-    tally: TallyServer, provider: ReplayServer, fault: str, why: str
+    tally: TallyServer,
+    provider: ReplayServer,
+    fault: str,
+    why: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     tally.fault, tally.delay = fault, 2.0
     base = _closed_port() if fault == "refused" else tally.url
     key = "tly_wrong" if fault == "bad-key" else KEY
     router = TallyRouter(key, base, timeout=0.5, telemetry=False)
-    with make_client(provider, router) as client:
+    with caplog.at_level("INFO", logger="tally_client"), make_client(provider, router) as client:
         r = client.complete("hi", task_type="qa-simple")
     assert r.text and r.state == "complete"
     assert r.decision is not None and r.decision.source == "fallback"
     assert r.decision.reasons[0].startswith("the hosted router could not be used")
     assert why in r.decision.reasons[0]
+    fallbacks = [rec for rec in caplog.records if "hosted router could not be used" in rec.message]
+    assert [rec.levelname for rec in fallbacks] == ["INFO"]  # a fallback is logged at INFO
+    assert key not in caplog.text
     router.close()
 
 

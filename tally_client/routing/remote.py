@@ -19,6 +19,7 @@ never a prompt, a message, a tool schema or output text.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -47,6 +48,8 @@ __all__ = [
     "envelope_wire",
     "route_body",
 ]
+
+log = logging.getLogger("tally_client.routing")
 
 API_KEY_ENV = "TALLY_API_KEY"
 BASE_URL_ENV = "TALLY_BASE_URL"
@@ -321,6 +324,7 @@ class TallyRouter:
         why = str(exc) if isinstance(exc, _Unusable) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, _Unusable) and type(exc).__name__.endswith("Timeout"):
             why = f"no answer within {self.timeout} s ({type(exc).__name__})"
+        log.info("the hosted router could not be used (%s): the embedded router decided", why)
         decision = self.fallback.route(envelope, models, choice)
         decision = replace(
             decision,
