@@ -69,7 +69,7 @@ $(LOWEST)/.installed: pyproject.toml $(VENV)/.installed
 	touch $@
 
 test-lowest: $(LOWEST)/.installed
-	@grep -E '^(httpx|httpcore|anyio|partial-json-parser|openai|anthropic|google-genai)==' \
+	@grep -E '^(httpx|httpcore|anyio|openai|anthropic|google-genai)==' \
 		$(LOWEST)/lowest.txt | tr '\n' ' '; echo
 	$(LOWEST)/bin/python -m pytest -q -m "not live" -p no:cacheprovider
 

@@ -550,12 +550,13 @@ class Client(_BaseClient):
         )  # fmt: skip
         self._own_http = http_client is None
         if http_client is None:
-            from ._transport import SupervisedTransport
+            from ._transport import SupervisedTransport, env_proxies
 
             limits = _limits(max_connections)
-            http_client = httpx.Client(
-                timeout=None, limits=limits, transport=SupervisedTransport(limits)
-            )
+            # httpx applies HTTP(S)_PROXY / ALL_PROXY only with its own transport: behind a
+            # proxy, a close() while connecting or waiting for headers ends at their limits.
+            transport = None if env_proxies() else SupervisedTransport(limits)
+            http_client = httpx.Client(timeout=None, limits=limits, transport=transport)
         self._http = http_client
 
     def __enter__(self) -> Client:

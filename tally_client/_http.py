@@ -64,7 +64,10 @@ def build(
 ) -> httpx.Request:
     """The httpx request for one attempt, with this attempt's connect and header limits."""
     if http.is_closed:  # a stream made before its client closed, iterated after
-        raise ConfigurationError("the client of this stream is closed: start the call again")
+        raise ConfigurationError(
+            "the Client was closed before this stream was iterated: iterate streams inside "
+            "the client's `with` block, or make a new Client"
+        )
     connect = sup.connect_timeout()
     timeout = httpx.Timeout(connect=connect, read=sup.header_timeout(), write=connect, pool=connect)
     return http.build_request(
@@ -96,11 +99,12 @@ class Link:
         stream: the network stream carrying the call's current request, or None.
     """
 
-    __slots__ = ("cancel", "closed", "stream")
+    __slots__ = ("_lock", "cancel", "closed", "stream")
 
     def __init__(self) -> None:
         self.closed = False
         self.stream: Any = None
+        self._lock = threading.Lock()  # a shutdown never hits a connection back in the pool
         self.cancel: Callable[[], object] | None = None
         """Set by the async driver while it awaits the response headers: cancels that await
         (only `close()` calls it, on the event loop; the Watchdog never does)."""
@@ -119,15 +123,24 @@ class Link:
             shutdown(stream)
             raise httpcore.WriteError("the call was closed before its request was sent")
 
+    def detach(self) -> None:
+        """The call is done with its connection (it may go back to the pool): forget it."""
+        with self._lock:
+            self.stream = None
+
+    def shutdown(self) -> None:
+        """Shut the call's current connection down, if it still has one. Any thread."""
+        with self._lock:
+            if self.stream is not None:
+                shutdown(self.stream)
+
     def interrupt(self) -> None:
         """Mark the call closed and end whatever it is blocked in.
 
         Safe from any thread for a sync call; from any task on its event loop for an async one.
         """
         self.closed = True
-        stream = self.stream
-        if stream is not None:
-            shutdown(stream)
+        self.shutdown()
         cancel = self.cancel
         if cancel is not None:
             cancel()
@@ -239,9 +252,7 @@ class Watchdog:
                     continue
                 entry.fired = limit[1]
                 entry.active = False
-                stream = link.stream
-            if stream is not None:
-                shutdown(stream)
+            link.shutdown()
 
 
 watchdog = Watchdog()

@@ -312,17 +312,19 @@ class Stream(_StreamBase, Generic[T]):
         watch = None
         failure: ProviderError | None = None
         try:
+            watch = watchdog.watch(sup, link)
             if not is_sse(response):
                 failure = sup.provider.error_from_response(
                     response.status_code, response.read(), response.headers
                 )
             else:
-                watch = watchdog.watch(sup, link)
                 decoder = SSEDecoder()
                 feed = sup.feed
                 sup.read_started()
                 for chunk in response.iter_bytes():
                     sup.read_returned()
+                    if link.closed:  # closed elsewhere: what the read brought is not shown
+                        raise _Closed
                     for name, data in decoder.feed(chunk):
                         events = feed(name, data)
                         if events:
@@ -340,7 +342,7 @@ class Stream(_StreamBase, Generic[T]):
         finally:
             if watch is not None:
                 watchdog.unwatch(watch)
-            link.stream = None
+            link.detach()
             response.close()
         if link.closed:
             raise _Closed
@@ -366,7 +368,7 @@ class Stream(_StreamBase, Generic[T]):
             failure = self._failure(exc, watch, began=True)
         finally:
             watchdog.unwatch(watch)
-            link.stream = None
+            link.detach()
             response.close()
         if link.closed:
             raise _Closed
@@ -485,17 +487,19 @@ class AsyncStream(_StreamBase, Generic[T]):
                     watch = None
                     failure: ProviderError | None = None
                     try:
+                        watch = watchdog.watch(sup, link)
                         if not is_sse(response):
                             failure = sup.provider.error_from_response(
                                 response.status_code, await response.aread(), response.headers
                             )
                         else:
-                            watch = watchdog.watch(sup, link)
                             decoder = SSEDecoder()
                             feed = sup.feed
                             sup.read_started()
                             async for chunk in response.aiter_bytes():
                                 sup.read_returned()
+                                if link.closed:  # closed elsewhere: see Stream._attempt
+                                    raise _Closed
                                 for name, data in decoder.feed(chunk):
                                     for event in feed(name, data):
                                         yield event
@@ -513,7 +517,7 @@ class AsyncStream(_StreamBase, Generic[T]):
                     finally:
                         if watch is not None:
                             watchdog.unwatch(watch)
-                        link.stream = None
+                        link.detach()
                         await response.aclose()
                     if link.closed:
                         raise _Closed
@@ -584,7 +588,7 @@ class AsyncStream(_StreamBase, Generic[T]):
             failure = self._failure(exc, watch, began=True)
         finally:
             watchdog.unwatch(watch)
-            link.stream = None
+            link.detach()
             await response.aclose()
         if link.closed:
             raise _Closed

@@ -8,7 +8,7 @@ Supervisor; one attempt, one `Accumulator` and one provider decoder.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
 import warnings
 from array import array
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from .providers._base import Provider, StreamDecoder
 
 __all__ = ["Accumulator", "ProxyBufferingWarning", "Supervisor"]
+
+log = logging.getLogger("tally_client")
 
 BURST_MIN_DELTAS = 8
 """The buffering signal needs at least this many content deltas,"""
@@ -557,8 +559,10 @@ class Supervisor:
         """The call ended (once per call): the learning hook, then the observers."""
         hook, self.on_end = self.on_end, None
         if hook is not None:
-            with contextlib.suppress(Exception):  # learning must never fail the call
+            try:
                 hook(response)
+            except Exception:  # learning must never fail the call, but must not hide either
+                log.debug("the router's learning hook failed", exc_info=True)
         watch, self._watch = self._watch, ()
         for watcher in watch:
             if error is None:

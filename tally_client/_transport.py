@@ -32,7 +32,7 @@ import httpx
 
 from ._http import CALLING
 
-__all__ = ["SupervisedTransport"]
+__all__ = ["SupervisedTransport", "env_proxies"]
 
 
 class _Socket(httpcore.NetworkStream):
@@ -120,6 +120,9 @@ def _connect(
             error = exc
             if link is not None and link.closed:
                 break
+        except BaseException:  # the call was closed (attach refused it), or worse
+            sock.close()
+            raise
     raise error or OSError(f"no address found for {host}")
 
 
@@ -165,6 +168,14 @@ class _Backend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+def env_proxies() -> bool:
+    """True when the environment names an HTTP proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY):
+    httpx honours them only with its own transport, so the sync client then keeps it."""
+    import urllib.request
+
+    return any(scheme in ("http", "https", "all") for scheme in urllib.request.getproxies())
 
 
 def _to_httpx(exc: Exception) -> Exception:

@@ -12,9 +12,17 @@ from tally_client.testing.llama import LlamaServer, LlamaServerError
 
 # The embedded router learns into a SQLite store; the tests' calls must not teach the user's
 # own store (~/.cache/tally_client/router.sqlite3), so they get a throw-away one.
-os.environ.setdefault(
-    "TALLY_ROUTER_STORE", os.path.join(tempfile.mkdtemp(prefix="tally-router-"), "router.sqlite3")
+os.environ["TALLY_ROUTER_STORE"] = os.path.join(
+    tempfile.mkdtemp(prefix="tally-router-"), "router.sqlite3"
 )
+# The tests choose their providers themselves: keys or proxies in the developer's environment
+# must not change what a test sees (nor may a real key be sent to a loopback server).
+for _name in (
+    "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "TALLY_API_KEY",
+    "TALLY_BASE_URL", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "GOOGLE_GEMINI_BASE_URL",
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
+):  # fmt: skip
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")
