@@ -48,3 +48,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "llama" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.live)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """`@pytest.mark.anyio` tests run on asyncio: trio is not a dependency (some anyio versions
+    otherwise parametrize over every backend they know)."""
+    return "asyncio"
