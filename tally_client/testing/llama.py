@@ -30,6 +30,8 @@ from types import TracebackType
 
 import httpx
 
+from ._process import stop_process
+
 __all__ = ["LlamaServer", "LlamaServerError", "cache_dir", "provision"]
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -198,13 +200,7 @@ class LlamaServer:
 
     def stop(self) -> None:
         """Stop the server (terminate, then kill after 10 s)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> LlamaServer:
         return self

@@ -33,6 +33,7 @@ from types import TracebackType
 
 import httpx
 
+from ._process import stop_process
 from .llama import cache_dir
 
 __all__ = ["LlamaStackError", "LlamaStackServer", "provision"]
@@ -227,13 +228,7 @@ class LlamaStackServer:
 
     def stop(self) -> None:
         """Stop the server (terminate, then kill after 10 s) and remove its state."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.state.cleanup()
 
     def __enter__(self) -> LlamaStackServer:
