@@ -109,7 +109,7 @@ class TallyServer:
                 data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
                 fault = owner.fault or ""
                 if fault.startswith("trickle-") and request.path == "/route" and status == 200:
-                    owner._trickle(self.wfile, data, fault == "trickle-headers")
+                    owner.trickle(self.wfile, data, fault == "trickle-headers")
                     self.close_connection = True
                     return
                 try:
@@ -189,7 +189,7 @@ class TallyServer:
             answer["stream_recommended"] = self.advise_stream
         return 200, answer
 
-    def _trickle(self, out: Any, data: bytes, from_headers: bool) -> None:
+    def trickle(self, out: Any, data: bytes, from_headers: bool) -> None:
         """Write a 200 answer of `TRICKLE_BYTES` bytes, one byte at a time (bounded: it ends
         when every byte is out or the client hung up)."""
         head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
