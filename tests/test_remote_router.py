@@ -25,6 +25,8 @@ from tally_client import (
 )
 from tally_client._config import load_provider
 from tally_client._decision import Decision, Outcome
+from tally_client._transport import DEADLINE
+from tally_client.routing import EmbeddedRouter
 from tally_client.routing.remote import TallyRouter
 from tally_client.routing.telemetry import Telemetry
 from tally_client.testing import TallyServer
@@ -326,6 +328,24 @@ def test_a_trickling_answer_cannot_stretch_the_budget(tally: TallyServer, phase:
     assert "no answer within 0.3 s" in decision.reasons[0]
     assert tally.trickle_abandoned.wait(10.0)
     assert not tally.trickle_done.is_set()
+    router.close()
+
+
+def test_the_fallback_runs_without_the_hosted_router_s_deadline(tally: TallyServer) -> None:
+    # The budget was the hosted router's: the embedded router that decides instead (which
+    # may ask llama-server's /tokenize) and the call after it must not inherit an expired one.
+    seen: list[float | None] = []
+
+    class Watching(EmbeddedRouter):
+        def route(self, *args: Any, **kwargs: Any) -> Decision:
+            seen.append(DEADLINE.get())
+            return super().route(*args, **kwargs)
+
+    tally.fault = "trickle-body"
+    router = TallyRouter(KEY, tally.url, timeout=0.3, telemetry=False, fallback=Watching())
+    decision = router.route(build_envelope(task_type="chat"), MODELS)
+    assert decision.source == "fallback" and seen == [None]
+    assert DEADLINE.get() is None
     router.close()
 
 

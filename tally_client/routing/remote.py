@@ -289,23 +289,24 @@ class TallyRouter:
         fits, body = prepared
         started = time.monotonic()
         deadline = started + self.timeout
-        token = DEADLINE.set(deadline)  # bounds connect, TLS, write and every read
         try:
-            with self._sync_http().stream(
-                "POST",
-                self.base_url + "/route",
-                content=body,
-                headers=self._headers,
-                timeout=_phases(deadline),
-            ) as reply:
-                content = bytearray()
-                for chunk in reply.iter_bytes():
-                    _take(content, chunk, deadline, self.timeout)
+            token = DEADLINE.set(deadline)  # bounds connect, TLS, write and every read
+            try:
+                with self._sync_http().stream(
+                    "POST",
+                    self.base_url + "/route",
+                    content=body,
+                    headers=self._headers,
+                    timeout=_phases(deadline),
+                ) as reply:
+                    content = bytearray()
+                    for chunk in reply.iter_bytes():
+                        _take(content, chunk, deadline, self.timeout)
+            finally:
+                DEADLINE.reset(token)  # the fallback (and the call) run without it
             decision = self._read(reply.status_code, content, started, envelope, fits, choice)
         except (httpx.HTTPError, _Unusable) as exc:  # advisory: never raised into the call
             return self._fall_back(exc, envelope, models, choice)
-        finally:
-            DEADLINE.reset(token)
         self._remember(decision.id, envelope)
         return decision
 
