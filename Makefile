@@ -58,19 +58,23 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # The offline tests (all not marked `live`) against the LOWEST version of every dependency
-# pyproject allows, the runtime ones and the SDK extras (uv's lowest-direct resolution; the
-# test tools stay at their newest), in a venv of its own. Rebuilt only when pyproject changes.
+# pyproject allows: the runtime ones, the SDK extras and the optional extras (structured, web,
+# cli, otel, progress), by uv's lowest-direct resolution, in a venv of its own; the dev-only
+# tools (pytest, fastapi, opentelemetry-sdk, ...) take the newest versions those pins allow.
+# Rebuilt only when pyproject changes.
+LOWEST_EXTRAS := sdks structured web cli otel progress
+LOWEST_SHOWN := httpx|httpcore|anyio|openai|anthropic|google-genai|pydantic|jsonschema|docstring-parser|starlette|click|yaspin|opentelemetry-api|tqdm
+
 $(LOWEST)/.installed: pyproject.toml $(VENV)/.installed
 	rm -rf $(LOWEST)
 	$(PYTHON) -m venv $(LOWEST)
-	$(VENV)/bin/uv pip compile -q --no-header --resolution lowest-direct --extra sdks \
-		pyproject.toml -o $(LOWEST)/lowest.txt
+	$(VENV)/bin/uv pip compile -q --no-header --resolution lowest-direct \
+		$(addprefix --extra ,$(LOWEST_EXTRAS)) pyproject.toml -o $(LOWEST)/lowest.txt
 	$(VENV)/bin/uv pip install -q --python $(LOWEST)/bin/python -c $(LOWEST)/lowest.txt -e '.[dev]'
 	touch $@
 
 test-lowest: $(LOWEST)/.installed
-	@grep -E '^(httpx|httpcore|anyio|openai|anthropic|google-genai)==' \
-		$(LOWEST)/lowest.txt | tr '\n' ' '; echo
+	@grep -E '^($(LOWEST_SHOWN))==' $(LOWEST)/lowest.txt | tr '\n' ' '; echo
 	$(LOWEST)/bin/python -m pytest -q -m "not live" -p no:cacheprovider
 
 # The documentation site, strictly: a broken link or docstring reference fails the build.

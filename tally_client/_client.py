@@ -703,6 +703,10 @@ class Client(_BaseClient):
         Raises:
             ConfigurationError: bad arguments, an unknown model, a missing key, a file
                 that is not a map() checkpoint, or progress=True without tqdm.
+            CheckpointError: the checkpoint could not be opened or written (a full disk):
+                the run stopped first; every result written before stays in it. Raised also
+                when a finished result could not be written while stopping for another
+                reason (that one is its `__context__`).
             KeyboardInterrupt: Ctrl-C; the checkpoint holds every item finished before it.
         """
         from ._map import map_sync

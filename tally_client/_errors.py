@@ -5,6 +5,7 @@ TallyError                          root of everything raised here
 ├── ConfigurationError              the caller's set-up is wrong: fix the code or the environment
 │   └── MissingAPIKeyError          names the environment variable to set
 ├── StreamError                     a Stream used the wrong way (read after close, iterated twice)
+├── CheckpointError                 map()'s checkpoint file could not be written: the run stopped
 ├── StructuredOutputError           a schema was asked for and the output does not match it
 └── ProviderError                   the provider, or the path to it, failed the call
     ├── TransportError              no usable HTTP exchange                      (retryable)
@@ -32,6 +33,7 @@ lost, and `attempts`: one record per try when retries ran.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CheckpointError",
     "ConfigurationError",
     "ConnectError",
     "ConnectTimeout",
@@ -91,6 +94,23 @@ class MissingAPIKeyError(ConfigurationError):
 
 class StreamError(TallyError):
     """A Stream was used the wrong way: iterated twice, or read after it was closed."""
+
+
+class CheckpointError(TallyError):
+    """`map()` could not open or write its checkpoint file (a full disk, a lost mount, no
+    permission), so it stopped: it admits no new call, closes the open ones, then raises this.
+
+    Every result written before the failure stays in the file, and a rerun with the same
+    checkpoint resumes after them; results that could not be written are not in the file.
+    The operating system's error is the `__cause__`.
+
+    Attributes:
+        path: the checkpoint file.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str]) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class StructuredOutputError(TallyError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,9 +49,16 @@ class AdaptiveLimit:
         backoff: the factor a 429 multiplies the limit by (0 < backoff < 1).
         max_pause: the longest `retry-after` that holds new calls back, in seconds.
         clock: monotonic seconds; injectable for tests.
+        trace_size: how many of the latest changes `trace` keeps (older ones are dropped, so
+            a long pipeline's memory stays flat); 0 keeps none.
+
+    Attributes:
+        trace: the latest changes of the limit, oldest first (at most `trace_size`).
+        changes: how many changes there were in all, the dropped ones included.
 
     Raises:
-        ConfigurationError: `maximum` < 1, `minimum` out of range, or `backoff` not in (0, 1).
+        ConfigurationError: `maximum` < 1, `minimum` out of range, `backoff` not in (0, 1),
+            or `trace_size` < 0.
     """
 
     def __init__(
@@ -61,6 +69,7 @@ class AdaptiveLimit:
         backoff: float = 0.5,
         max_pause: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        trace_size: int = 1000,
     ) -> None:
         if maximum < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1, got {maximum!r}")
@@ -68,6 +77,8 @@ class AdaptiveLimit:
             raise ConfigurationError(f"minimum must be between 1 and {maximum}, got {minimum}")
         if not 0.0 < backoff < 1.0:
             raise ConfigurationError(f"backoff must be between 0 and 1, got {backoff}")
+        if trace_size < 0:
+            raise ConfigurationError(f"trace_size must be >= 0, got {trace_size}")
         self.maximum = maximum
         self.minimum = minimum
         self.backoff = backoff
@@ -79,8 +90,9 @@ class AdaptiveLimit:
         self._paused_until = -math.inf
         self._next_decrease = -math.inf
         self._round_trip = 0.0  # a moving average of call latency, seconds
-        self.trace: list[LimitChange] = [LimitChange(0.0, maximum, "start")]
-        """Every change of the limit, in order (bounded: one entry per change)."""
+        self.trace: deque[LimitChange] = deque(maxlen=trace_size)
+        self.changes = 0
+        self._note(self._start, maximum, "start")
 
     @property
     def limit(self) -> int:
@@ -128,9 +140,7 @@ class AdaptiveLimit:
             until = now + min(wait, self.max_pause)
             if until > self._paused_until:
                 self._paused_until = until
-                self.trace.append(
-                    LimitChange(now - self._start, self.limit, "pause", round(until - now, 6))
-                )
+                self._note(now, self.limit, "pause", round(until - now, 6))
         return True
 
     def release(self, succeeded: bool, seconds: float | None = None) -> None:
@@ -151,5 +161,6 @@ class AdaptiveLimit:
             if self.limit != old:
                 self._note(self.clock(), self.limit, "increase")
 
-    def _note(self, now: float, limit: int, reason: str) -> None:
-        self.trace.append(LimitChange(round(now - self._start, 6), limit, reason))
+    def _note(self, now: float, limit: int, reason: str, pause: float = 0.0) -> None:
+        self.changes += 1
+        self.trace.append(LimitChange(round(now - self._start, 6), limit, reason, pause))

@@ -15,11 +15,14 @@ Checkpoint format (JSON Lines, one object per line, appended and flushed as item
 `timeouts`). A rerun skips every index whose last line is a response with the same key, so a
 done item is never paid for twice; failed items and items whose prompt or options changed are
 run again. A line cut by a crash is ignored (and cut off before appending).
+
+A checkpoint that cannot be written (a full disk, a lost mount) stops the run like Ctrl-C
+does (no new call, the open ones closed), then raises `CheckpointError`; nothing more is
+written after the first failure, so the file stays resumable.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any, overload
 from ._decision import Price
 from ._errors import (
     APIStatusError,
+    CheckpointError,
     ConfigurationError,
     ProviderError,
     StructuredOutputError,
@@ -378,6 +382,7 @@ class _Run:
         self._offsets = array("q")
         self._keys = array("Q")  # the key of each index's recorded response, as an int
         self._file: Any = None
+        self._broken: CheckpointError | None = None  # the first failed write: write no more
         self._reader: Any = None  # reads resumed items back while the run appends
         self.path = None if checkpoint is None else Path(checkpoint)
         if self.path is None:
@@ -403,6 +408,14 @@ class _Run:
     # -- the checkpoint ----------------------------------------------------------------------
 
     def _open(self, path: Path) -> None:
+        try:
+            self._open_file(path)
+        except OSError as exc:
+            raise CheckpointError(
+                f"could not open the checkpoint {path}: {exc.strerror or exc}", path
+            ) from exc
+
+    def _open_file(self, path: Path) -> None:
         keep = 0
         if path.exists():
             with path.open("rb") as f:
@@ -439,10 +452,29 @@ class _Run:
             self._write(_FORMAT)
 
     def _write(self, record: Mapping[str, Any]) -> int:
+        """Append one line; its offset.
+
+        Raises:
+            CheckpointError: this write failed, or an earlier one did (after a failure
+                nothing more is written: a cut line stays the last one, so a rerun resumes).
+        """
+        first = self._broken
+        if first is not None:
+            raise CheckpointError(str(first), first.path) from first.__cause__
+        line = json.dumps(record, ensure_ascii=False).encode() + b"\n"
         f = self._file
-        offset: int = f.tell()
-        f.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-        f.flush()
+        try:
+            offset: int = f.tell()
+            f.write(line)
+            f.flush()
+        except OSError as exc:
+            self._broken = CheckpointError(
+                f"could not write to the checkpoint {self.path}: {exc.strerror or exc}. "
+                "map() stopped; the results written before are kept in it, and a rerun with "
+                "this checkpoint resumes after them",
+                self.path or "",
+            )
+            raise self._broken from exc
         return offset
 
     def _set(self, index: int, offset: int, key: str) -> None:
@@ -560,12 +592,22 @@ class _Run:
         )
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        if self._reader is not None:
-            self._reader.close()
-        if self._bar is not None:
-            self._bar.close()
+        try:
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except OSError as exc:  # a failed write's bytes were still buffered
+                    if self._broken is None:
+                        raise CheckpointError(
+                            f"could not finish writing the checkpoint {self.path}: "
+                            f"{exc.strerror or exc}",
+                            self.path or "",
+                        ) from exc
+        finally:
+            if self._reader is not None:
+                self._reader.close()
+            if self._bar is not None:
+                self._bar.close()
 
 
 def _progress_bar(prompts: Iterable[Prompt]) -> tqdm[Any]:
@@ -643,8 +685,12 @@ class _SyncMap:
             while self.futures:
                 self.settle_some(None)
             return run.result()
-        except BaseException:
-            self.stop()
+        except BaseException as exc:
+            failed = self.stop()
+            if failed is not None and not isinstance(exc, CheckpointError):
+                # Results finished while stopping were lost: that must not vanish behind
+                # the Ctrl-C or the error that stopped the run (it stays the __context__).
+                raise failed from failed.__cause__
             raise
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
@@ -687,12 +733,18 @@ class _SyncMap:
                 raise error
             run.record_error(index, key, error)
 
-    def stop(self) -> None:
+    def stop(self) -> BaseException | None:
         """Ctrl-C (or a fatal error): no new calls, no more retries; close the open ones
-        (again while they end, for a call that was between attempts) and keep what is done."""
+        (again while they end, for a call that was between attempts) and keep what is done.
+
+        Returns:
+            the first error met while keeping what is done (a `CheckpointError`: a finished
+            result could not be written), for the caller to raise once all is stopped.
+        """
         from concurrent.futures import FIRST_COMPLETED, wait
 
         self.run_.stopping = True
+        failed: BaseException | None = None
         for future in self.futures:
             future.cancel()
         while self.futures:
@@ -702,8 +754,11 @@ class _SyncMap:
                 stream.close()
             done, _ = wait(self.futures, timeout=0.05, return_when=FIRST_COMPLETED)
             for future in done:
-                with contextlib.suppress(Exception):
+                try:
                     self.settle(future)
+                except Exception as exc:  # raised by run() once every call has stopped
+                    failed = failed or exc
+        return failed
 
 
 class _Cancelled(Exception):
@@ -747,6 +802,9 @@ async def map_async(
             else:
                 ended = True
                 run.record(index, key, response)
+        except CheckpointError as error:  # ends the run: the task group cancels the rest
+            fatal.append(error)
+            raise
         finally:
             seconds = None if ended is None else time.monotonic() - started
             run.limiter.release(bool(ended), seconds)
@@ -765,7 +823,7 @@ async def map_async(
     except BaseException as exc:
         run.stopping = True
         if fatal and isinstance(exc, BaseExceptionGroup):
-            raise fatal[0] from None
+            raise fatal[0] from fatal[0].__cause__
         raise
     finally:
         run.close()

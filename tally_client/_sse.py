@@ -11,15 +11,20 @@ cut off by the end of the stream) are discarded.
 It is ours rather than httpx-sse's because it sits on the hot path of every stream: it takes the
 network chunks as they arrive (any split, even inside a UTF-8 character or between CR and LF)
 and does one split per chunk instead of one call per line.
+
+Linear in the body, however it is split: line ends are searched for in the new bytes only, and
+an unfinished line waits as bytes in one growing buffer, so a multi-megabyte line arriving in
+tiny chunks costs no more than arriving whole. Splitting on bytes is safe because CR and LF
+never occur inside a UTF-8 sequence; each complete stretch of lines is decoded once (invalid
+bytes give the same U+FFFD as decoding the whole stream would, since a sequence cut by a line
+end is invalid either way).
 """
 
 from __future__ import annotations
 
-import codecs
-
 __all__ = ["SSEDecoder"]
 
-_BOM = "\ufeff"
+_BOM = b"\xef\xbb\xbf"
 
 
 class SSEDecoder:
@@ -30,11 +35,11 @@ class SSEDecoder:
         retry: the last valid `retry:` field, in milliseconds, or None.
     """
 
-    __slots__ = ("_data", "_event", "_line", "_start", "_utf8", "last_event_id", "retry")
+    __slots__ = ("_cr", "_data", "_event", "_line", "_start", "last_event_id", "retry")
 
     def __init__(self) -> None:
-        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-        self._line = ""  # an unfinished line carried over from the previous chunk
+        self._line = bytearray()  # an unfinished line carried over from earlier chunks
+        self._cr = False  # the last line ended with a CR: an LF starting the next chunk is its
         self._data: list[str] = []
         self._event = ""
         self._start = True  # the BOM check is still due
@@ -47,35 +52,48 @@ class SSEDecoder:
         Returns:
             `(event type, data)` per dispatched event, in order; often empty.
         """
-        text = self._utf8.decode(chunk)
-        if self._start:
-            if not text:
-                return []
-            self._start = False
-            if text[0] == _BOM:
-                text = text[1:]
-        if self._line:
-            text = self._line + text
-        if "\r" in text:
-            # A CR at the very end may be the first half of a CRLF: keep it for the next chunk.
-            held = text[-1] == "\r"
-            if held:
-                text = text[:-1]
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-            lines = text.split("\n")
-            self._line = lines.pop() + ("\r" if held else "")
+        if self._cr and chunk:
+            self._cr = False
+            if chunk[0] == 10:  # the LF of a CRLF split between chunks
+                chunk = chunk[1:]
+        # The last line end in the new bytes; the bytes after it wait for the next chunk.
+        lf = chunk.rfind(b"\n")
+        cr = chunk.rfind(b"\r")
+        end = lf if lf > cr else cr
+        if end < 0:
+            self._line += chunk
+            return []
+        size = len(chunk)
+        cut = size - 1 - end  # bytes after the last line end
+        complete: bytes | bytearray
+        if self._line:  # the unfinished line ends now: decoded once, from where it waited
+            complete = self._line
+            complete += chunk
+            if cut:
+                self._line = complete[-cut:]
+                del complete[-cut:]
+            else:
+                self._line = bytearray()
         else:
-            lines = text.split("\n")
-            self._line = lines.pop()
-        return self._lines(lines) if lines else []
+            complete = chunk[: end + 1] if cut else chunk
+            if cut:
+                self._line += chunk[end + 1 :]
+        self._cr = cr == size - 1  # a CR ends the chunk: the next may start with its LF
+        if self._start:
+            self._start = False
+            if complete.startswith(_BOM):
+                complete = complete[3:]
+        text = complete.decode("utf-8", "replace")
+        if cr >= 0:  # an unfinished line holds no line end, so the new bytes tell
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        lines.pop()  # "": the text ends with its last line end
+        return self._lines(lines)
 
     def end(self) -> list[tuple[str, str]]:
-        """The body ended: decode what is left (a final CR ends a line; an unfinished event is
-        discarded, as the specification says)."""
-        tail = self._line + self._utf8.decode(b"", final=True)
-        self._line = ""
-        if tail.endswith("\r"):
-            return self._lines(tail[:-1].replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+        """The body ended: the unfinished line and event are discarded, as the specification
+        says (a final CR already ended its line when it arrived)."""
+        self._line.clear()
         return []
 
     def _lines(self, lines: list[str]) -> list[tuple[str, str]]:

@@ -15,6 +15,11 @@ wakes the blocked read; the driver sees the mark.
 A sync client passed in by the user (`http_client=`) keeps its own transport: there, connecting
 and waiting for headers cannot be interrupted (they still end at their time limits). The async
 driver needs none of this: it awaits the headers in a cancel scope that close() cancels.
+
+A request can also carry one absolute deadline for all of its socket operations (`DEADLINE`,
+set around it by the thread making it): each connect, TLS handshake, write and read then waits
+at most until that moment, so a server that trickles bytes cannot stretch the request past it.
+The hosted router uses it: its whole decision has one time budget.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import httpcore
@@ -32,7 +38,27 @@ import httpx
 
 from ._http import CALLING
 
-__all__ = ["SupervisedTransport", "env_proxies"]
+__all__ = ["DEADLINE", "SupervisedTransport", "env_proxies"]
+
+DEADLINE: ContextVar[float | None] = ContextVar("tally_client_deadline", default=None)
+"""A `time.monotonic()` moment that every socket operation of the request this thread or task
+is making must end by (None: only the per-operation timeouts apply). Set it around the request
+and reset it after."""
+
+
+def _bounded(timeout: float | None) -> float | None:
+    """`timeout` (seconds per operation), shortened to what is left before `DEADLINE`.
+
+    Raises:
+        TimeoutError: the deadline has passed.
+    """
+    deadline = DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0.0:
+        raise TimeoutError("the request's deadline passed")
+    return left if timeout is None or left < timeout else timeout
 
 
 class _Socket(httpcore.NetworkStream):
@@ -45,7 +71,7 @@ class _Socket(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         try:
-            self._sock.settimeout(timeout)
+            self._sock.settimeout(_bounded(timeout))
             return self._sock.recv(max_bytes)
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(str(exc)) from None
@@ -57,7 +83,7 @@ class _Socket(httpcore.NetworkStream):
         if link is not None:
             link.attach(self)
         try:
-            self._sock.settimeout(timeout)
+            self._sock.settimeout(_bounded(timeout))
             self._sock.sendall(buffer)
         except TimeoutError as exc:
             raise httpcore.WriteTimeout(str(exc)) from None
@@ -74,7 +100,7 @@ class _Socket(httpcore.NetworkStream):
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
         try:
-            self._sock.settimeout(timeout)
+            self._sock.settimeout(_bounded(timeout))
             return _Socket(ssl_context.wrap_socket(self._sock, server_hostname=server_hostname))
         except TimeoutError as exc:
             self._sock.close()
@@ -108,7 +134,7 @@ def _connect(
     for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
         sock = socket.socket(family, kind, proto)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(_bounded(timeout))
             if source is not None:
                 sock.bind(source)
             if link is not None:

@@ -67,8 +67,17 @@ def server() -> Iterator[ReplayServer]:
         yield srv
 
 
+def cli_runner() -> CliRunner:
+    """A runner that keeps stderr apart from stdout: click 8.2+ always does; 8.1 (the floor
+    `make test-lowest` runs) needs mix_stderr=False, a parameter 8.2 removed."""
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg,unused-ignore]
+    except TypeError:
+        return CliRunner()
+
+
 def tally(url: str, *args: str, input: str | None = None) -> Result:
-    runner = CliRunner()
+    runner = cli_runner()
     return runner.invoke(
         main, [*args, "--base-url", url + "/v1"], input=input, catch_exceptions=False
     )
@@ -204,13 +213,13 @@ def test_exit_code_per_error_class(server: ReplayServer, reply: Reply, code: int
 
 
 def test_configuration_error_exits_3() -> None:
-    result = CliRunner().invoke(main, ["--base-url", "not-a-url", "x"])
+    result = cli_runner().invoke(main, ["--base-url", "not-a-url", "x"])
     assert result.exit_code == 3
     assert "base_url must be an http(s) URL" in result.stderr
 
 
 def test_no_prompt_is_a_usage_error() -> None:
-    result = CliRunner().invoke(main, [], input="")
+    result = cli_runner().invoke(main, [], input="")
     assert result.exit_code == 2
     assert "give a prompt" in result.stderr
 
@@ -259,7 +268,7 @@ def test_models_lists_the_catalog(server: ReplayServer) -> None:
     assert result.exit_code == 0
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["name"] for r in rows] == ["default"]
-    result = CliRunner().invoke(main, ["models"], env={"ANTHROPIC_API_KEY": "k"})
+    result = cli_runner().invoke(main, ["models"], env={"ANTHROPIC_API_KEY": "k"})
     assert "claude-sonnet-4-5" in result.stdout
     assert "context_window" in result.stdout.splitlines()[0]
 

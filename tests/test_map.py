@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -18,9 +19,14 @@ from tally_client import (
     AdaptiveLimit,
     AsyncClient,
     BadRequestError,
+    CallInfo,
+    CallObserver,
+    CheckpointError,
     Client,
     ConfigurationError,
+    Observer,
     RateLimitError,
+    Response,
     RetryPolicy,
 )
 from tally_client._errors import status_error
@@ -141,6 +147,25 @@ def test_bad_limits_are_configuration_errors() -> None:
         AdaptiveLimit(0)
     with pytest.raises(ConfigurationError, match="backoff"):
         AdaptiveLimit(4, backoff=1.5)
+    with pytest.raises(ConfigurationError, match="trace_size"):
+        AdaptiveLimit(4, trace_size=-1)
+
+
+def test_the_trace_keeps_only_the_latest_changes() -> None:
+    # A long pipeline that keeps hitting 429s must not grow the trace without bound.
+    clock = FakeClock()
+    limit = AdaptiveLimit(4, clock=clock, trace_size=8)
+    for _ in range(1000):
+        clock.now += 1
+        limit.overloaded(rate_limit(retry_after=0.5))  # a decrease and a pause
+        for _ in range(20):
+            limit.admit()
+            limit.release(True, 0.01)  # increases back to 4
+    assert len(limit.trace) == 8
+    assert limit.changes > 3000  # every change was counted, the dropped ones too
+    assert [c.at for c in limit.trace] == sorted(c.at for c in limit.trace)
+    assert limit.trace[-1].at == pytest.approx(clock.now)  # the newest are the ones kept
+    assert len(AdaptiveLimit(4).trace) == 1  # the default keeps 1,000; "start" is the first
 
 
 # -- serialisation ------------------------------------------------------------------------
@@ -411,3 +436,128 @@ def test_map_sums_cost_and_keeps_it_through_the_checkpoint(
     assert again.resumed == 2
     assert again.cost == pytest.approx(2 * each)
     assert [r.cost for r in again if r] == [pytest.approx(each)] * 2
+
+
+# -- a checkpoint that cannot be written ------------------------------------------------------
+
+
+def break_writes(path: Path) -> None:
+    """Point this process's open descriptors of `path` at /dev/full: every later write to
+    them fails with ENOSPC, as on a full disk (the file keeps what was written before)."""
+    target = str(path.resolve())
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{name}") == target:
+                    os.dup2(full, int(name))
+            except OSError:  # a descriptor closed meanwhile
+                continue
+    finally:
+        os.close(full)
+
+
+class Ends(Observer):
+    """Counts the calls that ended; `then(n, action)` runs `action` when the n-th ends."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.cond = threading.Condition()
+        self.actions: dict[int, Callable[[], None]] = {}
+
+    def start(self, call: CallInfo) -> CallObserver:
+        owner = self
+
+        class Watch(CallObserver):
+            def finished(self, response: Response) -> None:
+                with owner.cond:
+                    owner.count += 1
+                    action = owner.actions.pop(owner.count, None)
+                    owner.cond.notify_all()
+                if action is not None:
+                    action()
+
+        return Watch()
+
+    def wait(self, n: int) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.count >= n, timeout=10.0)
+
+
+needs_dev_full = pytest.mark.skipif(
+    not (os.path.exists("/dev/full") and os.path.isdir("/proc/self/fd")),
+    reason="simulates a full disk with /dev/full and /proc/self/fd (Linux)",
+)
+
+
+@needs_dev_full
+def test_a_failed_checkpoint_write_stops_the_run_with_a_typed_error(
+    server: ReplayServer, tmp_path: Path
+) -> None:
+    url = server.add(chat_reply("x"))
+    checkpoint = tmp_path / "run.jsonl"
+    ends = Ends()
+
+    def prompts() -> Iterator[str]:
+        yield "p0"
+        yield "p1"  # admitting it (one slot) records p0 first
+        ends.wait(2)
+        break_writes(checkpoint)  # the disk fills up before p1 is recorded
+        yield from ("p2", "p3", "p4")
+
+    with Client(base_url=url + "/v1", observers=[ends]) as client:
+        with pytest.raises(CheckpointError, match="No space left on device") as info:
+            client.map(prompts(), concurrency=1, checkpoint=checkpoint)
+        assert len(server.requests(url)) == 2  # p2 was never sent: the run stopped
+    error = info.value
+    assert error.path == checkpoint and str(checkpoint) in str(error)
+    assert isinstance(error.__cause__, OSError) and error.__cause__.errno == errno.ENOSPC
+    lines = checkpoint.read_text().splitlines()
+    assert [json.loads(line).get("i") for line in lines] == [None, 0]  # header, p0: intact
+    with Client(base_url=url + "/v1") as client:  # the disk has room again: resume
+        result = client.map([f"p{i}" for i in range(5)], concurrency=1, checkpoint=checkpoint)
+    assert result.resumed == 1 and result.ok
+
+
+@needs_dev_full
+def test_a_checkpoint_failure_while_stopping_is_raised_not_swallowed(
+    server: ReplayServer, tmp_path: Path
+) -> None:
+    # The input breaks while a finished call waits to be recorded: stopping records it, the
+    # write fails, and that must reach the caller (the input's error stays the context)
+    # instead of a run that seems to have saved everything it finished.
+    url = server.add(chat_reply("x"))
+    checkpoint = tmp_path / "run.jsonl"
+    ends = Ends()
+
+    def prompts() -> Iterator[str]:
+        yield "p0"
+        ends.wait(1)
+        break_writes(checkpoint)
+        raise RuntimeError("the input broke")
+
+    with (
+        Client(base_url=url + "/v1", observers=[ends]) as client,
+        pytest.raises(CheckpointError) as info,
+    ):
+        client.map(prompts(), concurrency=2, checkpoint=checkpoint)
+    assert isinstance(info.value.__context__, RuntimeError)
+    assert isinstance(info.value.__cause__, OSError)
+    assert len(checkpoint.read_text().splitlines()) == 1  # the header only: p0 was lost
+
+
+@needs_dev_full
+@pytest.mark.anyio
+async def test_async_map_raises_a_failed_checkpoint_write_after_stopping(
+    server: ReplayServer, tmp_path: Path
+) -> None:
+    url = server.add(chat_reply("x"))
+    checkpoint = tmp_path / "run.jsonl"
+    ends = Ends()
+    ends.actions[2] = lambda: break_writes(checkpoint)  # before the 2nd result is recorded
+    async with AsyncClient(base_url=url + "/v1", observers=[ends]) as client:
+        with pytest.raises(CheckpointError, match="No space left on device") as info:
+            await client.map([f"p{i}" for i in range(6)], concurrency=1, checkpoint=checkpoint)
+    assert isinstance(info.value.__cause__, OSError)
+    lines = checkpoint.read_text().splitlines()
+    assert [json.loads(line).get("i") for line in lines] == [None, 0]

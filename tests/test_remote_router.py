@@ -3,6 +3,7 @@ back, telemetry that never delays a call, and no content in any byte sent to it.
 
 from __future__ import annotations
 
+import gzip
 import json
 import secrets
 import socket
@@ -14,9 +15,18 @@ import anyio
 import httpx
 import pytest
 
-from tally_client import AsyncClient, Client, MissingAPIKeyError, ModelSpec
+from tally_client import (
+    AsyncClient,
+    Client,
+    ConfigurationError,
+    MissingAPIKeyError,
+    ModelSpec,
+    build_envelope,
+)
 from tally_client._config import load_provider
-from tally_client._decision import Outcome
+from tally_client._decision import Decision, Outcome
+from tally_client._transport import DEADLINE
+from tally_client.routing import EmbeddedRouter
 from tally_client.routing.remote import TallyRouter
 from tally_client.routing.telemetry import Telemetry
 from tally_client.testing import TallyServer
@@ -301,3 +311,121 @@ def test_async_client_asks_the_router_without_blocking_its_loop(
 
     anyio.run(main)
     assert used == ["/route", "/route", "/route"]
+
+
+# -- one time budget for the whole decision -------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_trickling_answer_cannot_stretch_the_budget(tally: TallyServer, phase: str) -> None:
+    # One byte every 50 ms: each read returns long before a per-read limit of 0.3 s would
+    # end it, so only a deadline for the whole request stops it before the 20 s the whole
+    # answer takes. The proof is the server's: the client hung up before the last byte.
+    tally.fault = f"trickle-{phase}"
+    router = TallyRouter(KEY, tally.url, timeout=0.3, telemetry=False)
+    decision = router.route(build_envelope(task_type="chat"), MODELS)
+    assert decision.source == "fallback"
+    assert "no answer within 0.3 s" in decision.reasons[0]
+    assert tally.trickle_abandoned.wait(10.0)
+    assert not tally.trickle_done.is_set()
+    router.close()
+
+
+def test_the_fallback_runs_without_the_hosted_router_s_deadline(tally: TallyServer) -> None:
+    # The budget was the hosted router's: the embedded router that decides instead (which
+    # may ask llama-server's /tokenize) and the call after it must not inherit an expired one.
+    seen: list[float | None] = []
+
+    class Watching(EmbeddedRouter):
+        def route(self, *args: Any, **kwargs: Any) -> Decision:
+            seen.append(DEADLINE.get())
+            return super().route(*args, **kwargs)
+
+    tally.fault = "trickle-body"
+    router = TallyRouter(KEY, tally.url, timeout=0.3, telemetry=False, fallback=Watching())
+    decision = router.route(build_envelope(task_type="chat"), MODELS)
+    assert decision.source == "fallback" and seen == [None]
+    assert DEADLINE.get() is None
+    router.close()
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_trickling_answer_cannot_stretch_the_async_budget(tally: TallyServer, phase: str) -> None:
+    tally.fault = f"trickle-{phase}"
+    router = TallyRouter(KEY, tally.url, timeout=0.3, telemetry=False)
+
+    async def main() -> Decision:
+        try:
+            return await router.aroute(build_envelope(task_type="chat"), MODELS)
+        finally:
+            await router.aclose()
+
+    decision = anyio.run(main)
+    assert decision.source == "fallback"
+    assert "no answer within 0.3 s" in decision.reasons[0]
+    assert tally.trickle_abandoned.wait(10.0)
+    assert not tally.trickle_done.is_set()
+
+
+def test_a_whole_answer_within_the_budget_is_used_when_it_trickles_in_time(
+    tally: TallyServer,
+) -> None:
+    # The same trickle, with a budget that holds it: the deadline cuts only what is late.
+    tally.fault, tally.trickle_interval = "trickle-body", 0.0
+    router = TallyRouter(KEY, tally.url, timeout=30.0, telemetry=False)
+    decision = router.route(build_envelope(task_type="chat"), MODELS)
+    assert decision.source == "remote"
+    assert tally.trickle_done.wait(10.0)
+    router.close()
+
+
+def _answering(content: bytes, headers: dict[str, str] | None = None) -> httpx.MockTransport:
+    return httpx.MockTransport(
+        lambda request: httpx.Response(200, content=content, headers=headers)
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"[" * 50_000, "not JSON"),  # nested past the parser's depth: RecursionError
+        (b"\xff\xfe{}", "not JSON"),
+        (b'{"recommended_model": "gpt-4.1"}' + b" " * 70_000, "larger than 65536 bytes"),
+    ],
+)
+def test_a_hostile_answer_falls_back(content: bytes, why: str) -> None:
+    router = TallyRouter(KEY, "http://tally.test", telemetry=False, transport=_answering(content))
+    decision = router.route(build_envelope(task_type="chat"), MODELS)
+    assert decision.source == "fallback" and why in decision.reasons[0]
+    router.close()
+
+
+def test_a_compressed_answer_is_read() -> None:
+    answer = json.dumps({"recommended_model": "gpt-4.1", "confidence_score": 0.9}).encode()
+    transport = _answering(gzip.compress(answer), {"content-encoding": "gzip"})
+    router = TallyRouter(KEY, "http://tally.test", telemetry=False, transport=transport)
+    decision = router.route(build_envelope(task_type="chat"), MODELS)
+    assert decision.source == "remote" and decision.model == "gpt-4.1"
+    router.close()
+
+
+def test_a_bug_under_the_router_is_raised_not_hidden_by_the_fallback() -> None:
+    # Only the hosted router's own failures (transport errors, unusable answers) fall back:
+    # anything else is a bug and must reach the tests.
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug, not a network failure")
+
+    router = TallyRouter(
+        KEY, "http://tally.test", telemetry=False, transport=httpx.MockTransport(broken)
+    )
+    with pytest.raises(RuntimeError, match="a bug"):
+        router.route(build_envelope(task_type="chat"), MODELS)
+    router.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["tally.example", "ftp://tally.example", "http://:80", "http://a:port"]
+)
+def test_a_base_url_that_is_not_http_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="base URL"):
+        TallyRouter(KEY, url, telemetry=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import tracemalloc
+
 import httpx
 from httpx_sse import EventSource
 from hypothesis import given, settings
@@ -91,3 +94,87 @@ def test_random_streams_and_splits_match_httpx_sse(
     )
     theirs = [(sse.event, sse.data) for sse in EventSource(response).iter_sse()]
     assert ours == theirs
+
+
+# -- the WHATWG rules, literally, on arbitrary bytes ------------------------------------------
+
+
+def reference(body: bytes) -> tuple[list[tuple[str, str]], str, int | None]:
+    """The specification's algorithm as written, on the whole body at once: the oracle."""
+    text = body.decode("utf-8", "replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = re.split(r"\r\n|\r|\n", text)[:-1]  # the last piece has no line end: discarded
+    out: list[tuple[str, str]] = []
+    data, event, last_id, retry = "", "", "", None
+    for line in lines:
+        if line == "":
+            if data:
+                out.append((event or "message", data[:-1]))
+            data, event = "", ""
+            continue
+        if line.startswith(":"):
+            continue
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            event = value
+        elif name == "data":
+            data += value + "\n"
+        elif name == "id" and "\0" not in value:
+            last_id = value
+        elif name == "retry" and re.fullmatch(r"[0-9]+", value):
+            retry = int(value)
+    return out, last_id, retry
+
+
+fragments = st.sampled_from(
+    [b"data", b"data:", b"data: ", b"event:", b"id:", b"retry:", b":", b" ", b"x", b"7",
+     b"\r", b"\n", b"\r\n", b"\xef\xbb\xbf", b"\xef", b"\xbb", b"\xff", b"\x00",
+     "é".encode(), "☕".encode(), "☕".encode()[:2]]
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(fragments | st.binary(max_size=4), max_size=40),
+    st.lists(st.integers(0, 10_000), max_size=12),
+)
+def test_any_bytes_split_anywhere_decode_as_the_specification_says(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    body = b"".join(parts)
+    decoder = SSEDecoder()
+    events: list[tuple[str, str]] = []
+    for chunk in split(body, cuts):
+        events.extend(decoder.feed(chunk))
+    events.extend(decoder.end())
+    assert (events, decoder.last_event_id, decoder.retry) == reference(body)
+
+
+def test_a_long_line_in_tiny_chunks_costs_linear_work() -> None:
+    # Re-scanning or re-joining the unfinished line on every chunk makes each 8-byte chunk
+    # cost as much as the whole line so far: quadratic. The work is counted as the bytes
+    # allocated while feeding (tracemalloc's peak over each feed), not timed.
+    size = 2 * 1024 * 1024
+    body = b"data: " + b"x" * size + b"\n\n"
+    chunks = [body[start : start + 8] for start in range(0, len(body), 8)]
+    # A few copies of the line, once (the buffer, the text, the data), and a small constant
+    # per call (the list it returns); a quadratic decoder passes this a few KB in.
+    budget = 4 * len(body) + 100 * len(chunks)
+    decoder = SSEDecoder()
+    allocated = 0
+    events: list[tuple[str, str]] = []
+    tracemalloc.start()
+    try:
+        for n, chunk in enumerate(chunks):
+            before = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            events.extend(decoder.feed(chunk))
+            allocated += tracemalloc.get_traced_memory()[1] - before
+            assert allocated < budget, f"{allocated:,} bytes allocated by chunk {n:,}"
+    finally:
+        tracemalloc.stop()
+    assert events == [("message", "x" * size)]
+    print(f"{allocated / len(body):.2f} bytes allocated per byte of the line")

@@ -10,17 +10,26 @@ answer's `recommended_model` and `exploration_flag` are documented on tallyy.org
 (tallyy.org/streaming.html) under an unknown name, so `stream`, `stream_recommended` and
 `streaming` are all read; a decision id is read from `decision_id` or `id` when present.
 
-The hosted router is advisory: ANY failure (timeout, refused connection, non-2xx status,
-malformed JSON, a model outside the configured ones, an answer slower than `timeout`) falls
-back to the embedded router, recorded on the Decision (`source="fallback"`, the first reason
-saying why), and is never raised. Only envelope fields, model ids, counts and flags are sent:
-never a prompt, a message, a tool schema or output text.
+The hosted router is advisory: every failure of it (a transport error: refused, reset,
+timed out; a non-2xx status; an answer that is not JSON, not an object, larger than
+`MAX_ANSWER_BYTES`, or recommends a model outside the configured ones) falls back to the
+embedded router, recorded on the Decision (`source="fallback"`, the first reason saying why),
+and is never raised. Anything else that goes wrong is a bug of ours and is raised.
+
+`timeout` is one budget for the whole decision: connecting, sending, the headers and the body
+together. Sync, every socket operation is bounded by the time left (`_transport.DEADLINE`), so
+a server that trickles bytes cannot stretch it; async, the request runs in a cancel scope.
+With a transport passed in (tests), or httpx's own (kept when the environment names a proxy),
+the sync path can bound only each phase and the time between body chunks by what is left.
+DNS resolution is not interruptible. Only envelope fields, model ids, counts and flags are
+sent: never a prompt, a message, a tool schema or output text.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -29,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._decision import NO_CHOICE, CallerChoice, Confidence, Decision, ModelSpec, Outcome
 from .._envelope import Envelope
-from .._errors import MissingAPIKeyError
+from .._errors import ConfigurationError, MissingAPIKeyError
 from .choice import candidates, needed_quality
 from .router import EmbeddedRouter
 from .rules import LONG_OUTPUT_TOKENS, delivery
@@ -122,6 +131,46 @@ class _Unusable(Exception):
     """The hosted router's answer cannot be used; the message says why."""
 
 
+class _TimedOut(_Unusable):
+    """No whole answer within the time budget."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer within {seconds:g} s")
+
+
+MAX_ANSWER_BYTES = 64 * 1024
+"""The largest route answer read; a larger one is unusable (a decision is a few hundred bytes)."""
+
+
+def _phases(deadline: float) -> httpx.Timeout:
+    """httpx's per-phase limits, each the time left before `deadline` (a safety net: the
+    deadline itself is kept by `DEADLINE` in sync, by a cancel scope in async)."""
+    import httpx
+
+    return httpx.Timeout(max(0.0, deadline - time.monotonic()))
+
+
+def _take(content: bytearray, chunk: bytes, deadline: float, budget: float) -> None:
+    """Append one chunk of the answer, or raise `_Unusable` past the budget or the size cap."""
+    content += chunk
+    if len(content) > MAX_ANSWER_BYTES:
+        raise _Unusable(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+    if time.monotonic() > deadline:
+        raise _TimedOut(budget)
+
+
+def _check_url(url: str) -> None:
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+        ok = parsed.scheme in ("http", "https") and bool(parsed.host)
+    except httpx.InvalidURL:
+        ok = False
+    if not ok:
+        raise ConfigurationError(f"the hosted router's base URL must be http(s)://..., got {url!r}")
+
+
 def _field(data: Mapping[str, Any], *names: str) -> Any:
     return next((data[n] for n in names if n in data), None)
 
@@ -134,7 +183,8 @@ class TallyRouter:
         base_url: default $TALLY_BASE_URL, else https://api.tallyy.org.
         wire: the envelope/telemetry wire format: "v2" (tallyy.org's protocol "2", default)
             or "v1" (schema "1.0", as the known live client sends).
-        timeout: seconds the route request may take in all before the fallback decides.
+        timeout: seconds the whole route request may take (connect, send, headers and body
+            together) before the embedded router decides instead.
         fallback: the embedded router used on any failure (default: a learning one).
         telemetry: send an outcome to `/telemetry` after every call (default True).
         telemetry_queue: outcomes waiting at most; beyond that they are dropped, never waited on.
@@ -142,6 +192,7 @@ class TallyRouter:
 
     Raises:
         MissingAPIKeyError: no key given and $TALLY_API_KEY is unset.
+        ConfigurationError: the base URL is not an http(s) URL.
     """
 
     def __init__(
@@ -162,6 +213,7 @@ class TallyRouter:
             raise MissingAPIKeyError("tally", (API_KEY_ENV,))
         self._key = key
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        _check_url(self.base_url)
         self.wire: WireFormat = wire
         self.timeout = timeout
         self.fallback = fallback if fallback is not None else EmbeddedRouter()
@@ -169,6 +221,7 @@ class TallyRouter:
         self._async_transport = async_transport
         self._http: httpx.Client | None = None
         self._ahttp: httpx.AsyncClient | None = None
+        self._lock = threading.Lock()  # routes come from many threads (map() workers)
         self._envelopes: OrderedDict[str, Envelope] = OrderedDict()
         self.telemetry: Telemetry | None = None
         if telemetry:
@@ -198,28 +251,61 @@ class TallyRouter:
         body = json.dumps(route_body(envelope, [m.name for m in fits], self.wire)).encode()
         return fits, body
 
+    def _sync_http(self) -> httpx.Client:
+        import httpx
+
+        with self._lock:
+            if self._http is None:
+                transport = self._transport
+                if transport is None:
+                    from .._transport import SupervisedTransport, env_proxies
+
+                    # Ours keeps the deadline inside every socket operation; httpx's own is
+                    # kept only where the environment names a proxy (it alone honours one).
+                    if not env_proxies():
+                        transport = SupervisedTransport(httpx.Limits())
+                self._http = httpx.Client(transport=transport)
+            return self._http
+
+    def _async_http(self) -> httpx.AsyncClient:
+        import httpx
+
+        with self._lock:
+            if self._ahttp is None:
+                self._ahttp = httpx.AsyncClient(transport=self._async_transport)
+            return self._ahttp
+
     def route(
         self, envelope: Envelope, models: Sequence[ModelSpec], choice: CallerChoice = NO_CHOICE
     ) -> Decision:
-        """Ask the hosted router (blocking, at most `timeout` s); see `Router.route`."""
+        """Ask the hosted router (blocking, at most `timeout` s in all); see `Router.route`."""
+        import httpx
+
+        from .._transport import DEADLINE
+
         prepared = self._prepare(envelope, models, choice)
         if isinstance(prepared, Decision):
             return prepared
         fits, body = prepared
         started = time.monotonic()
+        deadline = started + self.timeout
         try:
-            import httpx
-
-            if self._http is None:
-                self._http = httpx.Client(transport=self._transport)
-            reply = self._http.post(
-                self.base_url + "/route",
-                content=body,
-                headers=self._headers,
-                timeout=httpx.Timeout(self.timeout),
-            )
-            decision = self._read(reply.status_code, reply.content, started, envelope, fits, choice)
-        except Exception as exc:  # advisory: no failure of the hosted router reaches the call
+            token = DEADLINE.set(deadline)  # bounds connect, TLS, write and every read
+            try:
+                with self._sync_http().stream(
+                    "POST",
+                    self.base_url + "/route",
+                    content=body,
+                    headers=self._headers,
+                    timeout=_phases(deadline),
+                ) as reply:
+                    content = bytearray()
+                    for chunk in reply.iter_bytes():
+                        _take(content, chunk, deadline, self.timeout)
+            finally:
+                DEADLINE.reset(token)  # the fallback (and the call) run without it
+            decision = self._read(reply.status_code, content, started, envelope, fits, choice)
+        except (httpx.HTTPError, _Unusable) as exc:  # advisory: never raised into the call
             return self._fall_back(exc, envelope, models, choice)
         self._remember(decision.id, envelope)
         return decision
@@ -227,25 +313,34 @@ class TallyRouter:
     async def aroute(
         self, envelope: Envelope, models: Sequence[ModelSpec], choice: CallerChoice = NO_CHOICE
     ) -> Decision:
-        """`route` without blocking the event loop (an async request)."""
+        """`route` without blocking the event loop (an async request, cancelled at `timeout`)."""
+        import anyio
+        import httpx
+
         prepared = self._prepare(envelope, models, choice)
         if isinstance(prepared, Decision):
             return prepared
         fits, body = prepared
         started = time.monotonic()
+        deadline = started + self.timeout
         try:
-            import httpx
-
-            if self._ahttp is None:
-                self._ahttp = httpx.AsyncClient(transport=self._async_transport)
-            reply = await self._ahttp.post(
-                self.base_url + "/route",
-                content=body,
-                headers=self._headers,
-                timeout=httpx.Timeout(self.timeout),
-            )
-            decision = self._read(reply.status_code, reply.content, started, envelope, fits, choice)
-        except Exception as exc:  # advisory: no failure of the hosted router reaches the call
+            content = bytearray()
+            status = 0
+            with anyio.move_on_after(self.timeout):  # connect, send, headers and body alike
+                async with self._async_http().stream(
+                    "POST",
+                    self.base_url + "/route",
+                    content=body,
+                    headers=self._headers,
+                    timeout=_phases(deadline),
+                ) as reply:
+                    async for chunk in reply.aiter_bytes():
+                        _take(content, chunk, deadline, self.timeout)
+                    status = reply.status_code
+            if not status:
+                raise _TimedOut(self.timeout)
+            decision = self._read(status, content, started, envelope, fits, choice)
+        except (httpx.HTTPError, _Unusable) as exc:  # advisory: never raised into the call
             return self._fall_back(exc, envelope, models, choice)
         self._remember(decision.id, envelope)
         return decision
@@ -253,7 +348,7 @@ class TallyRouter:
     def _read(
         self,
         status: int,
-        content: bytes,
+        content: bytes | bytearray,
         started: float,
         envelope: Envelope,
         fits: list[ModelSpec],
@@ -263,12 +358,12 @@ class TallyRouter:
 
         elapsed = time.monotonic() - started
         if elapsed > self.timeout:
-            raise _Unusable(f"answered after {elapsed:.2f} s, past the {self.timeout} s limit")
+            raise _TimedOut(self.timeout)
         if not 200 <= status < 300:
             raise _Unusable(f"HTTP {status}")
         try:
             data = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             raise _Unusable("the answer is not JSON") from None
         if not isinstance(data, dict):
             raise _Unusable("the answer is not a JSON object")
@@ -316,14 +411,19 @@ class TallyRouter:
 
     def _fall_back(
         self,
-        exc: BaseException,
+        exc: Exception,
         envelope: Envelope,
         models: Sequence[ModelSpec],
         choice: CallerChoice,
     ) -> Decision:
-        why = str(exc) if isinstance(exc, _Unusable) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, _Unusable) and type(exc).__name__.endswith("Timeout"):
-            why = f"no answer within {self.timeout} s ({type(exc).__name__})"
+        import httpx
+
+        if isinstance(exc, _Unusable):
+            why = str(exc)
+        elif isinstance(exc, httpx.TimeoutException):
+            why = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
+        else:
+            why = f"{type(exc).__name__}: {exc}"
         log.info("the hosted router could not be used (%s): the embedded router decided", why)
         decision = self.fallback.route(envelope, models, choice)
         decision = replace(

@@ -6,7 +6,11 @@ checked, `recommended_model` chosen by a `Learner` among the `available_models`,
 the `semantic_envelope` (either wire version), learning from the telemetry it receives. It
 keeps every request's raw bytes (`requests`) so tests can prove no content was sent, and it
 injects faults on demand (`fault`): "timeout" (answer after `delay` s), "500", "malformed",
-"unknown-model", "not-object", and "hang-telemetry" (telemetry answered after `delay` s).
+"unknown-model", "not-object", "hang-telemetry" (telemetry answered after `delay` s), and
+"trickle-headers" / "trickle-body" (a valid route answer, padded to `TRICKLE_BYTES` bytes and
+written one byte every `trickle_interval` s from the status line or from the body on; the
+`trickle_abandoned` event is set when the client hangs up before the last byte, and
+`trickle_done` when it got every byte).
 
     with TallyServer(api_key="tly_test") as server:
         client = Client(router=TallyRouter("tly_test", server.url))
@@ -24,7 +28,10 @@ from typing import Any
 from ..routing.catalog import price_for
 from ..routing.learner import Learner
 
-__all__ = ["TallyRequest", "TallyServer"]
+__all__ = ["TRICKLE_BYTES", "TallyRequest", "TallyServer"]
+
+TRICKLE_BYTES = 400
+"""The size of a trickled answer: at the default interval, 20 s to send in full."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,9 @@ class TallyServer:
         self.fault: str | None = None
         self.delay = 3.0
         self.advise_stream: bool | None = None
+        self.trickle_interval = 0.05
+        self.trickle_abandoned = threading.Event()
+        self.trickle_done = threading.Event()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -97,6 +107,11 @@ class TallyServer:
                 )
                 status, reply = owner.handle(request)
                 data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+                fault = owner.fault or ""
+                if fault.startswith("trickle-") and request.path == "/route" and status == 200:
+                    owner.trickle(self.wfile, data, fault == "trickle-headers")
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(status)
                     self.send_header("content-type", "application/json")
@@ -173,6 +188,26 @@ class TallyServer:
         if self.advise_stream is not None:
             answer["stream_recommended"] = self.advise_stream
         return 200, answer
+
+    def trickle(self, out: Any, data: bytes, from_headers: bool) -> None:
+        """Write a 200 answer of `TRICKLE_BYTES` bytes, one byte at a time (bounded: it ends
+        when every byte is out or the client hung up)."""
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        body = data.ljust(max(len(data), TRICKLE_BYTES - 100))  # JSON allows the spaces
+        pad = b"x-pad: " + b"p" * max(0, TRICKLE_BYTES - len(head) - len(body) - 60) + b"\r\n"
+        head += pad + b"content-length: %d\r\n\r\n" % len(body)
+        start = 0 if from_headers else len(head)
+        try:
+            out.write(head[:start])
+            out.flush()
+            for byte in (head + body)[start:]:
+                time.sleep(self.trickle_interval)
+                out.write(bytes((byte,)))
+                out.flush()
+        except OSError:  # the client gave up before the answer was whole
+            self.trickle_abandoned.set()
+            return
+        self.trickle_done.set()
 
     def _seen(self, shape: str) -> int:
         return int(sum(n for n, _ in self.learner.observations(shape).values()))
