@@ -318,7 +318,7 @@ def test_bad_arguments_raise_configuration_error() -> None:
             sse_response(stream, reset="all")  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="ping"):
             sse_response(stream, ping=0)
-        with pytest.raises(ConfigurationError, match="AsyncStream or a Stream"):
+        with pytest.raises(ConfigurationError, match="AsyncStream, a Stream or a run_tools"):
             sse_response("hello")  # type: ignore[arg-type]
         stream.final()
         with pytest.raises(ConfigurationError, match="already iterated"):
