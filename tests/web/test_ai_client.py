@@ -169,3 +169,104 @@ def test_the_example_app_serves_use_chat() -> None:
     assert sent == [{"role": "user", "content": "Say hello"}]  # UI parts -> chat messages
     assert result["status"] == "ready"
     assert visible(assistant(result)["parts"]) == [{"type": "text", "text": TEXT, "state": "done"}]
+
+
+# -- a run_tools() run: tool parts with input and output, one step per model round ----------
+
+
+def weather(city: str, unit: str = "celsius") -> dict[str, Any]:
+    """Current weather for a city."""
+    return {"city": city, "temperature": 21, "unit": unit}
+
+
+def tool_chat(package: str, *replies: Reply, function=weather, mode: str = "") -> dict[str, Any]:
+    from tally_client import tool_from_function
+
+    tool = tool_from_function(function, name="get_weather")
+    with ReplayServer() as server:
+        upstream = server.add(Scenario(*replies))
+        lazy = LazyClient(upstream, retry=RetryPolicy(1))
+        app = relay_app(lambda: lazy.tool_run(tools=[tool]), [], protocol="vercel-ai")
+        with serve(app) as base:
+            result = run_chat(package, base + "/relay", mode)
+            if mode == "stop":
+                server.wait_for_disconnect(upstream, timeout=5)
+                assert len(server.requests(upstream)) == 2
+    return result
+
+
+def tool_part(part: dict[str, Any]) -> dict[str, Any]:
+    keys = ("type", "toolCallId", "state", "input", "output", "errorText")
+    return {key: part[key] for key in keys if key in part}
+
+
+CALL_ID = "call_Qm8rT2vXbN5kLp3WzY7dHc1J"
+PARIS = {"city": "Paris", "unit": "celsius"}
+
+
+@pytest.mark.parametrize("package", ["ai", "ai6"])
+def test_tool_run_assembles_tool_parts_and_the_answer(package: str) -> None:
+    result = tool_chat(
+        package,
+        Reply.from_file(RECORDINGS / "openai_chat" / "tool_call.json"),
+        Reply.from_file(RECORDINGS / "openai_chat" / "text.sse"),
+    )
+    assert result["status"] == "ready" and result["error"] is None
+    message = assistant(result)
+    parts = message["parts"]
+    assert [p["type"] for p in parts] == ["step-start", "tool-get_weather", "step-start", "text"]
+    assert tool_part(parts[1]) == {
+        "type": "tool-get_weather", "toolCallId": CALL_ID, "state": "output-available",
+        "input": PARIS, "output": {**PARIS, "temperature": 21},
+    }  # fmt: skip
+    assert parts[3] == {"type": "text", "text": TEXT, "state": "done"}
+    meta = message["metadata"]
+    assert meta["rounds"] == 2 and meta["state"] == "complete"
+    assert meta["usage"]["inputTokens"] == 61 + 14  # both rounds
+
+
+@pytest.mark.parametrize("package", ["ai", "ai6"])
+def test_tool_run_streamed_tool_round_and_a_failed_tool(package: str) -> None:
+    calls = []
+
+    def flaky(city: str, unit: str = "celsius") -> dict[str, Any]:
+        """Weather; fails the first time."""
+        calls.append(city)
+        if len(calls) == 1:
+            raise TimeoutError("upstream at 10.0.0.7 timed out")
+        return weather(city, unit)
+
+    result = tool_chat(
+        package,
+        Reply.from_file(RECORDINGS / "openai_chat" / "tool_call.json"),
+        Reply.from_file(RECORDINGS / "openai_chat" / "tool_call.sse"),  # input streams
+        Reply.from_file(RECORDINGS / "openai_chat" / "text.sse"),
+        function=flaky,
+    )
+    assert result["status"] == "ready"
+    parts = assistant(result)["parts"]
+    assert [p["type"] for p in parts] == [
+        "step-start", "tool-get_weather", "step-start", "tool-get_weather", "step-start", "text",
+    ]  # fmt: skip
+    assert tool_part(parts[1]) == {
+        "type": "tool-get_weather", "toolCallId": CALL_ID, "state": "output-error",
+        "input": PARIS, "errorText": "The tool get_weather failed (TimeoutError).",
+    }  # fmt: skip
+    assert parts[3]["state"] == "output-available" and parts[3]["input"] == PARIS
+    assert parts[3]["output"] == {**PARIS, "temperature": 21}
+    assert parts[5]["text"] == TEXT
+
+
+def test_stop_mid_run_closes_the_synthesis_upstream() -> None:
+    text = Reply.from_file(RECORDINGS / "openai_chat" / "text.sse")
+    stalled = text.replace(stall_after=text.offset_after_event(4))
+    result = tool_chat(
+        "ai",
+        Reply.from_file(RECORDINGS / "openai_chat" / "tool_call.json"),
+        stalled,
+        mode="stop",  # waits for the provider to see the synthesis closed
+    )
+    assert result["stoppedAfter"].startswith("Hello") and result["status"] == "ready"
+    parts = assistant(result)["parts"]
+    assert [p["type"] for p in parts] == ["step-start", "tool-get_weather", "step-start", "text"]
+    assert parts[1]["state"] == "output-available"
