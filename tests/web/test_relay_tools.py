@@ -270,3 +270,30 @@ def test_describe_tool_error() -> None:
     assert (
         describe_tool_error(missing) == "The model asked for a tool that does not exist (lookup)."
     )
+
+
+def test_the_guide_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    guide = (Path(__file__).parents[2] / "docs" / "web.md").read_text()
+    section = guide.split("## Tool runs", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with ReplayServer() as server:
+        url = server.add(Scenario(reply("tool_call.json"), reply("text.sse")))
+        monkeypatch.setenv("TALLY_LOCAL_BASE_URL", url + "/v1")
+        for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+            monkeypatch.delenv(key, raising=False)
+        module = types.ModuleType("web_tools_snippet")
+        sys.modules[module.__name__] = module  # pydantic resolves the annotations through it
+        try:
+            exec(compile(snippet, "docs/web.md", "exec"), module.__dict__)
+            with serve(module.app) as base, httpx.Client(timeout=30) as http:
+                body = {"messages": [{"role": "user", "content": "Weather in Paris?"}]}
+                response = http.post(base + "/api/chat", json=body)
+        finally:
+            del sys.modules[module.__name__]
+    parts = vercel_parts(response.content)
+    (output,) = [p for p in parts if p["type"] == "tool-output-available"]
+    assert output["output"] == {"city": "Paris", "temperature": 21, "unit": "celsius"}
+    assert "".join(p["delta"] for p in parts if p["type"] == "text-delta") == TEXT
