@@ -409,4 +409,8 @@ def test_sync_bridge_holds_the_producer_back_and_close_releases_it() -> None:
         await asyncio.to_thread(blocked.join, 5)
         assert not blocked.is_alive()
 
-    asyncio.run(main())
+    # A thread of its own: the session's Playwright keeps an event loop in the main thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, main()).result(30)

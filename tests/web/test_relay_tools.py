@@ -297,3 +297,61 @@ def test_the_guide_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     (output,) = [p for p in parts if p["type"] == "tool-output-available"]
     assert output["output"] == {"city": "Paris", "temperature": 21, "unit": "celsius"}
     assert "".join(p["delta"] for p in parts if p["type"] == "text-delta") == TEXT
+
+
+def test_a_reset_in_the_answer_ends_only_its_own_step() -> None:
+    text = reply("text.sse")
+    cut = text.replace(cut_after=text.offset_after_event(5), cut="reset")
+    with ReplayServer() as server:
+        url = server.add(Scenario(reply("tool_call.json"), cut, text))
+        lazy = LazyClient(url, retry=RetryPolicy(2))
+        app = relay_app(lambda: lazy.tool_run(tools=[get_weather]), [], protocol="vercel-ai")
+        with serve(app) as base:
+            parts = vercel_parts(post(base).content)
+    types = [p["type"] for p in parts]
+    at = types.index("data-reset")
+    assert types[:6] == ["start", "start-step", "tool-input-start", "tool-input-available",
+                         "tool-output-available", "finish-step"]  # fmt: skip
+    assert types[6:8] == ["start-step", "text-start"]
+    assert types[at - 2 : at + 3] == ["text-end", "finish-step", "data-reset", "start-step",
+                                      "text-start"]  # fmt: skip
+    # the page's rule: drop the parts from the step-start before the data-reset to it
+    step = max(i for i in range(at) if types[i] == "start-step")
+    shown = parts[:step] + parts[at + 1 :]
+    assert "".join(p["delta"] for p in shown if p["type"] == "text-delta") == TEXT
+    assert [p["type"] for p in shown].count("tool-output-available") == 1
+
+
+@pytest.mark.parametrize("protocol", ["vercel-ai", "events"])
+def test_max_rounds_ends_with_the_calls_that_did_not_run(protocol: str) -> None:
+    with ReplayServer() as server:
+        app, results, _ = tool_app(server, reply("tool_call.json"), protocol=protocol,
+                                   call={"max_rounds": 1})  # fmt: skip
+        with serve(app) as base:
+            raw = post(base).content
+    if protocol == "vercel-ai":
+        parts = vercel_parts(raw)
+        assert [p["type"] for p in parts] == [
+            "start", "start-step", "tool-input-start", "tool-input-available", "finish-step",
+            "finish", "[DONE]",
+        ]  # fmt: skip
+        assert parts[-2]["finishReason"] == "tool-calls"
+        assert parts[-2]["messageMetadata"]["rounds"] == 1
+    else:
+        events = parse_sse(raw)
+        assert [n for n, _ in events] == ["start", "done"]
+        assert json.loads(events[-1][1])["toolCalls"][0]["id"] == CALL_ID
+    final = wait_for_result(results).response
+    assert final is not None and final.state == "complete" and len(final.rounds) == 1
+
+
+def test_smoothing_a_tool_run() -> None:
+    paced = reply("text.sse", chunk_delay=0.02)
+    with ReplayServer() as server:
+        app, _, _ = tool_app(server, reply("tool_call.json"), paced, smooth=0.1)
+        with serve(app) as base:
+            parts = vercel_parts(post(base).content)
+    types = [p["type"] for p in parts]
+    assert types.count("tool-output-available") == 1
+    deltas = [p["delta"] for p in parts if p["type"] == "text-delta"]
+    assert "".join(deltas) == TEXT and 2 <= len(deltas) <= 5
