@@ -80,6 +80,7 @@ __all__ = [
     "HEADERS",
     "RelayProtocol",
     "RelayResult",
+    "Relayable",
     "ResetMode",
     "decision_metadata",
     "describe_error",
