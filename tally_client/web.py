@@ -136,10 +136,12 @@ class RelayResult:
         pings: keep-alive comments sent.
         output_tokens: output tokens the call generated: reported usage when the provider
             sent it, else the number of content deltas received (one token per delta on
-            OpenAI-compatible servers, llama-server included; an estimate elsewhere).
+            OpenAI-compatible servers, llama-server included; an estimate elsewhere). For a
+            tool run, over every round.
         output_tokens_saved: for a call stopped by the browser, the output tokens it did not
-            generate: its `max_tokens` minus `output_tokens`. An upper bound (the model might
-            have stopped sooner); None when the call was not stopped or set no max_tokens.
+            generate: its `max_tokens` minus `output_tokens` (a tool run: of the round cut
+            short). An upper bound (the model might have stopped sooner); None when the call
+            was not stopped or set no max_tokens.
         seconds: from the start of the response to its end.
     """
 
