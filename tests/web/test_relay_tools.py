@@ -250,7 +250,7 @@ def test_leaving_while_a_tool_runs_starts_no_further_round(sync: bool) -> None:
                                      sync=sync, tools=[slow_weather])  # fmt: skip
         with serve(app) as base:
             seen = leave_after(base, b"tool-input-available", then=started)
-            time.sleep(0.2)  # the server notices the browser left while the tool runs
+            time.sleep(0.5)  # the server notices the browser left while the tool runs
             release.set()
             result = wait_for_result(results)
         assert len(server.requests(url)) == 1  # the synthesis never went out
