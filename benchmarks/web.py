@@ -6,6 +6,9 @@
    SSE encoding, the disconnect watcher, the ping timer, one `send` per frame to an in-memory
    ASGI server) against iterating the same `AsyncStream` bare, over the same 20,000-chunk
    Chat Completions stream from the replay server. Target: at most 1.5x.
+   The same for a sync `Stream` (from `Client`), which the relay iterates in a thread that
+   hands events to the event loop through a bounded queue, against iterating it bare in the
+   main thread (measured, not a target: the thread hand-over is the cost).
 2. Smoothing: text frames sent for 300 deltas about 2 ms apart, without and with
    `smooth=0.05`, and when the first and last text went out (measured, not a target).
 3. `--clients` (500) concurrent browser-style SSE clients through the relay served by uvicorn
@@ -31,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from tally_client import AsyncClient, RetryPolicy, TextDelta
+from tally_client import AsyncClient, AsyncStream, Client, RetryPolicy, Stream, TextDelta
 from tally_client.testing import ReplayServer, Reply, Scenario
 
 TARGET = 1.5
@@ -66,7 +69,7 @@ async def bare(client: AsyncClient) -> int:
     return n
 
 
-async def relayed(client: AsyncClient) -> int:
+async def relayed(client: AsyncClient | Client) -> int:
     """The whole ASGI response, sent to an in-memory server that keeps nothing."""
     from tally_client.web import sse_response
 
@@ -85,7 +88,8 @@ async def relayed(client: AsyncClient) -> int:
             if not message.get("more_body"):
                 done.set()
 
-    response = sse_response(client.stream("benchmark"), protocol="vercel-ai")
+    stream: AsyncStream | Stream = client.stream("benchmark")
+    response = sse_response(stream, protocol="vercel-ai")
     scope = {"type": "http", "asgi": {"spec_version": "2.4"}, "method": "POST"}
     await response(scope, receive, send)
     assert done.is_set()
@@ -112,6 +116,35 @@ def per_chunk(chunks: int, rounds: int) -> tuple[float, float]:
         return statistics.median(base), statistics.median(ours)
 
     return asyncio.run(main())
+
+
+def bare_sync(client: Client) -> int:
+    n = 0
+    with client.stream("benchmark") as stream:
+        for event in stream:
+            if type(event) is TextDelta:
+                n += 1
+    assert stream.final().state == "complete"
+    return n
+
+
+def per_chunk_sync(chunks: int, rounds: int) -> tuple[float, float]:
+    """Per-chunk seconds: a sync Stream iterated bare, and relayed (its thread, the bridge)."""
+    with ReplayServer() as server:
+        url = server.add(Scenario(Reply(body=sse_body(chunks))))
+        base: list[float] = []
+        ours: list[float] = []
+        with Client(base_url=url + "/v1", retry=RetryPolicy(1)) as client:
+            bare_sync(client)
+            asyncio.run(relayed(client))
+            for _ in range(rounds):
+                t = time.perf_counter()
+                assert bare_sync(client) == chunks
+                base.append((time.perf_counter() - t) / chunks)
+                t = time.perf_counter()
+                assert asyncio.run(relayed(client)) == chunks
+                ours.append((time.perf_counter() - t) / chunks)
+    return statistics.median(base), statistics.median(ours)
 
 
 # -- 3. smoothing ----------------------------------------------------------------------------
@@ -315,6 +348,10 @@ def main() -> int:
     print(f"  AsyncStream, iterated bare        {base * 1e6:7.2f} us")
     print(f"  sse_response(), whole ASGI reply  {ours * 1e6:7.2f} us")
     print(f"  ratio {ratio:.2f}x (target <= {TARGET}x)")
+    sync_base, sync_ours = per_chunk_sync(args.chunks, args.rounds)
+    print(f"  Stream (sync), iterated bare      {sync_base * 1e6:7.2f} us")
+    print(f"  sse_response(Stream), its thread  {sync_ours * 1e6:7.2f} us"
+          f"  ({sync_ours / sync_base:.2f}x, measured, no target)")  # fmt: skip
 
     sm = smoothing(300, 0.002, 0.05)
     print("smoothing (300 deltas about 2 ms apart, smooth=0.05):")

@@ -7,6 +7,8 @@ run the tools (threads for sync; tasks, and worker threads for sync tools, for a
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,38 @@ class _RunBase:
         self._loop = loop
         self._response: Response | None = None
         self._started = False
+        self._closed = False
+        self._lock = threading.Lock()  # `_closed` against the round being opened (sync twin)
+
+    @property
+    def started(self) -> bool:
+        """True once iteration began (a run is iterated once)."""
+        return self._started
+
+    @property
+    def response(self) -> Response:
+        """The final Response once the run ended (use `final()` to run it to the end).
+
+        Raises:
+            StreamError: the run has not ended, or was closed before it ended.
+        """
+        if self._response is None:
+            raise StreamError("the tool run has not ended: use final() (or it was closed)")
+        return self._response
+
+    def snapshot(self) -> Response:
+        """The run so far: the round in flight's Response so far (between rounds, the last
+        round's), with `rounds` (the finished ones) and usage summed over every round,
+        the one in flight included. State "cancelled" once the run was closed before its end;
+        after the end, the final Response."""
+        if self._response is not None:
+            return self._response
+        stream = self._current()
+        current = stream.snapshot() if stream is not None else None
+        return self._loop.partial(current, cancelled=self._closed)
+
+    def _current(self) -> Stream[Any] | AsyncStream[Any] | None:
+        raise NotImplementedError
 
     @property
     def stop_reason(self) -> StopReason | None:
@@ -68,6 +102,7 @@ class ToolRun(_RunBase):
         self._call = call
         self._events: Iterator[ToolRunEvent] | None = None
         self._stream: Stream[Any] | None = None
+        self._thread: int | None = None  # the thread iterating it
 
     def __enter__(self) -> ToolRun:
         return self
@@ -108,21 +143,39 @@ class ToolRun(_RunBase):
         return self._response
 
     def close(self) -> None:
-        """Stop the run: cancel the round in flight. Idempotent."""
-        if self._stream is not None:
-            self._stream.close()
-        if self._events is not None:
-            self._events.close()  # type: ignore[attr-defined]
+        """Stop the run: cancel the round in flight; no further round starts. Idempotent;
+        safe from any thread (a tool already running finishes: it cannot be interrupted)."""
+        with self._lock:
+            self._closed = True
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+        if self._events is not None and self._thread in (None, threading.get_ident()):
+            # From another thread, the iterating one ends the run at its next step instead.
+            with contextlib.suppress(ValueError):  # closed from inside an iteration step
+                self._events.close()  # type: ignore[attr-defined]
+
+    def _current(self) -> Stream[Any] | None:
+        return self._stream
 
     def _run(self) -> Iterator[ToolRunEvent]:
+        self._thread = threading.get_ident()
         loop = self._loop
         while (call := loop.next_call()) is not None:
             messages, options = call
-            with self._call(messages, options, None) as stream:
+            stream = self._call(messages, options, None)
+            with self._lock:
+                closed = self._closed
                 self._stream = stream
+            if closed:
+                stream.close()
+                return
+            with stream:
                 for event in stream:
                     yield from loop.show(event, stream.streaming)
                 response = stream.final()
+            if self._closed:
+                return  # the round was cancelled: it is not an answer
             self._stream = None
             held, prepared = loop.round_done(response)
             yield from held
@@ -174,22 +227,33 @@ class AsyncToolRun(_RunBase):
         return self._response
 
     async def close(self) -> None:
-        """Stop the run: cancel the round in flight. Idempotent."""
+        """Stop the run: cancel the round in flight (and tools running as tasks); no further
+        round starts. Idempotent; safe from any task."""
+        self._closed = True
         if self._stream is not None:
             await self._stream.close()
         if self._events is not None:
-            await self._events.aclose()  # type: ignore[attr-defined]
+            # RuntimeError: another task is inside it; the closed round ends it there.
+            with contextlib.suppress(RuntimeError):
+                await self._events.aclose()  # type: ignore[attr-defined]
+
+    def _current(self) -> AsyncStream[Any] | None:
+        return self._stream
 
     async def _run(self) -> AsyncIterator[ToolRunEvent]:
         loop = self._loop
         while (call := loop.next_call()) is not None:
             messages, options = call
+            if self._closed:
+                return
             async with self._call(messages, options, None) as stream:
                 self._stream = stream
                 async for event in stream:
                     for shown in loop.show(event, stream.streaming):
                         yield shown
                 response = await stream.final()
+            if self._closed:
+                return  # the round was cancelled: it is not an answer
             self._stream = None
             held, prepared = loop.round_done(response)
             for shown in held:

@@ -228,6 +228,8 @@ class ToolLoop:
         self.started = time.monotonic()
         self._held: list[StreamEvent] = []
         self._pending: Response | None = None
+        self.tool_deltas = False
+        """Show a streamed round's `ToolCallDelta`s too (the web relay's `tool-input-delta`)."""
 
     def next_call(self) -> tuple[list[Message], CallOptions] | None:
         """The messages and options of the next round, or None when the loop ended."""
@@ -244,7 +246,7 @@ class ToolLoop:
         known to be the answer rather than a tool round.
         """
         if type(event) is ToolCallDelta:
-            return ()
+            return (event,) if streaming and self.tool_deltas else ()
         if streaming:
             return (event,)
         self._held.append(event)
@@ -321,8 +323,23 @@ class ToolLoop:
         `metrics.total_seconds` is the whole loop's wall time, tools included, `chunks` the sum;
         TTFT, inter-token latency and rate are the last round's.
         """
-        last = self.rounds[-1].response
-        usages = [r.response.usage for r in self.rounds]
+        return self._summed(self.rounds[-1].response, [r.response for r in self.rounds])
+
+    def partial(self, current: Response | None, *, cancelled: bool) -> Response:
+        """The run so far: the round in flight's Response (`current`; None: between rounds,
+        the last round's), with the finished `rounds` and usage and metrics summed as in
+        `final()`, over the round in flight too. State "cancelled" when the run was stopped.
+        """
+        responses = [r.response for r in self.rounds]
+        if current is None:
+            current = responses[-1] if responses else Response("", state="cancelled")
+        else:
+            responses.append(current)
+        response = self._summed(current, responses)
+        return replace(response, state="cancelled") if cancelled else response
+
+    def _summed(self, last: Response, responses: Sequence[Response]) -> Response:
+        usages = [r.usage for r in responses]
         usage = Usage.of(
             _sum(u.input_tokens for u in usages),
             _sum(u.output_tokens for u in usages),
@@ -333,7 +350,7 @@ class ToolLoop:
         metrics: Metrics = replace(
             last.metrics,
             total_seconds=time.monotonic() - self.started,
-            chunks=sum(r.response.metrics.chunks for r in self.rounds),
+            chunks=sum(r.metrics.chunks for r in responses),
         )
         return replace(last, usage=usage, metrics=metrics, rounds=tuple(self.rounds))
 

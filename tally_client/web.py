@@ -12,16 +12,18 @@
         stream = client.stream(body["messages"], consumer="human")
         return sse_response(stream, protocol="vercel-ai")
 
-`sse_response()` relays an `AsyncStream` (or a sync `Stream`, iterated in a thread) to the
-browser in one of two wire formats:
+`sse_response()` relays an `AsyncStream` (or a sync `Stream`, iterated in a thread), or a tool
+loop from `run_tools()` (`AsyncToolRun` or `ToolRun`: its tool calls, their results and the
+rounds as steps), to the browser in one of two wire formats:
 
 - `"vercel-ai"`: the Vercel AI SDK UI message stream, v1 (what `useChat` reads; source:
   vercel/ai `packages/ai/src/ui-message-stream/ui-message-chunks.ts` and
   `content/docs/04-ai-sdk-ui/50-stream-protocol.mdx`): `start`, `start-step`,
-  `text-start`/`text-delta`/`text-end`, `reasoning-*`, `tool-input-*`, `error`,
-  `finish-step`, `finish`, then `data: [DONE]`.
+  `text-start`/`text-delta`/`text-end`, `reasoning-*`, `tool-input-*`, `tool-output-*`,
+  `error`, `finish-step`, `finish`, then `data: [DONE]`.
 - `"events"`: named SSE events with JSON data for hand-written pages (`start`, `text`,
-  `thinking`, `tool-call`, `reset`, `error`, `done`); see docs/web.md.
+  `thinking`, `tool-call`, `tool-start`, `tool-result`, `step`, `reset`, `error`, `done`);
+  see docs/web.md.
 
 What it adds to a plain `StreamingResponse`: anti-buffering headers (`Cache-Control:
 no-cache, no-transform`, `X-Accel-Buffering: no`), keep-alive comments while nothing is sent,
@@ -45,6 +47,7 @@ import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring
@@ -63,6 +66,8 @@ from ._errors import (
 )
 from ._events import Reset, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta
 from ._stream import AsyncStream, Stream
+from ._toolrun import AsyncToolRun, ToolRun
+from ._tools import ToolCallStarted, ToolResult
 
 if TYPE_CHECKING:
     from starlette.responses import StreamingResponse
@@ -75,9 +80,11 @@ __all__ = [
     "HEADERS",
     "RelayProtocol",
     "RelayResult",
+    "Relayable",
     "ResetMode",
     "decision_metadata",
     "describe_error",
+    "describe_tool_error",
     "response_metadata",
     "sse_response",
 ]
@@ -129,10 +136,12 @@ class RelayResult:
         pings: keep-alive comments sent.
         output_tokens: output tokens the call generated: reported usage when the provider
             sent it, else the number of content deltas received (one token per delta on
-            OpenAI-compatible servers, llama-server included; an estimate elsewhere).
+            OpenAI-compatible servers, llama-server included; an estimate elsewhere). For a
+            tool run, over every round.
         output_tokens_saved: for a call stopped by the browser, the output tokens it did not
-            generate: its `max_tokens` minus `output_tokens`. An upper bound (the model might
-            have stopped sooner); None when the call was not stopped or set no max_tokens.
+            generate: its `max_tokens` minus `output_tokens` (a tool run: of the round cut
+            short). An upper bound (the model might have stopped sooner); None when the call
+            was not stopped or set no max_tokens.
         seconds: from the start of the response to its end.
     """
 
@@ -148,9 +157,12 @@ class RelayResult:
 
 OnDone = Callable[[RelayResult], Awaitable[None] | None]
 
+Relayable = AsyncStream[Any] | Stream[Any] | AsyncToolRun | ToolRun
+"""What `sse_response()` relays: a stream, or a tool loop from `run_tools()`."""
+
 
 def sse_response(
-    stream: AsyncStream | Stream,
+    stream: Relayable,
     protocol: RelayProtocol = "vercel-ai",
     *,
     headers: Mapping[str, str] | None = None,
@@ -160,6 +172,7 @@ def sse_response(
     message_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     error_text: Callable[[BaseException], str] | None = None,
+    tool_error_text: Callable[[ToolResult], str] | None = None,
     on_done: OnDone | None = None,
 ) -> StreamingResponse:
     """Relay a stream to the browser as an SSE response (Starlette / FastAPI).
@@ -168,8 +181,9 @@ def sse_response(
     soon as the browser disconnects: Starlette/ASGI `http.disconnect`, or a failed send.
 
     Args:
-        stream: the call, from `AsyncClient.stream()` / `respond()` (or a sync `Client`'s,
-            iterated in a thread so the event loop never blocks). Not yet iterated.
+        stream: the call, from `AsyncClient.stream()` / `respond()`, or a tool loop from
+            `AsyncClient.run_tools()` (or a sync `Client`'s, iterated in a thread so the event
+            loop never blocks). Not yet iterated.
         protocol: `"vercel-ai"` (Vercel AI SDK UI message stream v1) or `"events"`.
         headers: extra response headers (they replace the defaults of the same name, in any
             case).
@@ -183,6 +197,9 @@ def sse_response(
         metadata: extra message metadata, sent on the `start` part / event.
         error_text: the text shown for an error that ended the call (default: a short fixed
             sentence per kind of error, which never includes the provider's message).
+        tool_error_text: for a tool run, the text shown for a tool call that failed (the tool
+            raised, its arguments were invalid, no such tool); default `describe_tool_error`,
+            which never includes the exception's message. The model still gets the full one.
         on_done: called (sync or async) with the `RelayResult` when the body has ended,
             whatever the reason. The result is also logged at INFO on `tally_client.web`
             and kept on the response's `.result`.
@@ -200,9 +217,10 @@ def sse_response(
         raise ConfigurationError(f"protocol must be 'vercel-ai' or 'events', not {protocol!r}")
     if reset not in ("data", "step"):
         raise ConfigurationError(f"reset must be 'data' or 'step', not {reset!r}")
-    if not isinstance(stream, AsyncStream | Stream):
+    if not isinstance(stream, AsyncStream | Stream | AsyncToolRun | ToolRun):
         raise ConfigurationError(
-            f"sse_response() relays an AsyncStream or a Stream, not {type(stream).__name__}"
+            "sse_response() relays an AsyncStream, a Stream or a run_tools() run, "
+            f"not {type(stream).__name__}"
         )
     if stream.started:
         raise ConfigurationError("this stream was already iterated: pass a fresh stream")
@@ -217,6 +235,7 @@ def sse_response(
         message_id=message_id or f"msg_{uuid.uuid4().hex}",
         metadata=dict(metadata or {}),
         error_text=error_text or describe_error,
+        tool_error_text=tool_error_text or describe_tool_error,
         on_done=on_done,
     )
     all_headers = dict(HEADERS)
@@ -246,6 +265,22 @@ def describe_error(error: BaseException) -> str:
     else:
         what = "The answer could not be completed"
     return f"{what} ({type(error).__name__})."
+
+
+def describe_tool_error(result: ToolResult) -> str:
+    """The default text shown to a user for a tool call that failed in a tool run.
+
+    A fixed sentence naming the tool and the exception's type, never its message (which may
+    carry paths, hosts or credentials); the model still gets the full error as the result.
+    """
+    name = result.call.name
+    error = result.error
+    if isinstance(error, LookupError) and error.args and "no tool named" in str(error):
+        return f"The model asked for a tool that does not exist ({name})."
+    if error is not None and type(error).__name__ == "ValidationError":
+        return f"The model's arguments for {name} did not match its parameters."
+    kind = type(error).__name__ if error is not None else "an error"
+    return f"The tool {name} failed ({kind})."
 
 
 def decision_metadata(decision: Decision | None) -> dict[str, Any] | None:
@@ -288,7 +323,20 @@ def response_metadata(response: Response | None) -> dict[str, Any]:
             "chunks": m.chunks,
         },
         "attempts": len(response.attempts),
+        **({"rounds": len(response.rounds)} if response.rounds else {}),
     }
+
+
+def _tool_output(result: ToolResult) -> Any:
+    """A tool's output for the page: the JSON value when it is a JSON object or array (a
+    tool that returned a dict, a list, a model), else the text the model got."""
+    text = result.output
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _dumps(value: Any) -> str:
@@ -317,6 +365,12 @@ class _Encoder:
     def tool(self, event: ToolCallDelta) -> bytes:
         raise NotImplementedError
 
+    def tool_start(self, event: ToolCallStarted) -> bytes:
+        raise NotImplementedError
+
+    def tool_result(self, event: ToolResult, error_text: str) -> bytes:
+        raise NotImplementedError
+
     def reset(self, event: Reset, reason: str) -> bytes:
         raise NotImplementedError
 
@@ -338,6 +392,12 @@ class _VercelEncoder(_Encoder):
         self._reasoning_prefix: str | None = None
         self._reasoning_id = ""
         self._tools: dict[int, tuple[str, str]] = {}  # index -> (toolCallId, toolName)
+        # A tool run: its tool calls started in this step, their ids as sent, and whether
+        # the step's tool results went out (the next part then opens a new step).
+        self._started = 0
+        self._sent_ids: dict[str, str] = {}
+        self._input_errors: set[str] = set()
+        self._step_done = False
 
     def _id(self, prefix: str) -> str:
         self._parts += 1
@@ -346,6 +406,15 @@ class _VercelEncoder(_Encoder):
     @staticmethod
     def _part(part: dict[str, Any]) -> str:
         return f"data: {_dumps(part)}\n\n"
+
+    def _next_step(self) -> str:
+        """After a tool round's results: end that step and start the next model round's."""
+        self._step_done = False
+        self._tools.clear()
+        self._started = 0
+        self._sent_ids.clear()
+        self._input_errors.clear()
+        return self._part({"type": "finish-step"}) + self._part({"type": "start-step"})
 
     def _close_open(self) -> str:
         out = ""
@@ -367,9 +436,9 @@ class _VercelEncoder(_Encoder):
         prefix = self._text_prefix
         if prefix is not None:  # the hot path: one more delta of the open text part
             return f"{prefix}{_quote(text)}}}\n\n".encode()
-        out = ""
+        out = self._next_step() if self._step_done else ""
         if self._reasoning_prefix is not None:
-            out = self._part({"type": "reasoning-end", "id": self._reasoning_id})
+            out += self._part({"type": "reasoning-end", "id": self._reasoning_id})
             self._reasoning_prefix = None
         self._text_id = self._id("text_")
         self._text_prefix = prefix = (
@@ -382,9 +451,9 @@ class _VercelEncoder(_Encoder):
         prefix = self._reasoning_prefix
         if prefix is not None:
             return f"{prefix}{_quote(text)}}}\n\n".encode()
-        out = ""
+        out = self._next_step() if self._step_done else ""
         if self._text_prefix is not None:
-            out = self._part({"type": "text-end", "id": self._text_id})
+            out += self._part({"type": "text-end", "id": self._text_id})
             self._text_prefix = None
         self._reasoning_id = self._id("reasoning_")
         self._reasoning_prefix = prefix = (
@@ -394,7 +463,7 @@ class _VercelEncoder(_Encoder):
         return f"{out}{prefix}{_quote(text)}}}\n\n".encode()
 
     def tool(self, event: ToolCallDelta) -> bytes:
-        out = ""
+        out = self._next_step() if self._step_done else ""
         known = self._tools.get(event.index)
         if known is None:
             call_id = event.id or f"call_{event.index}"
@@ -413,8 +482,60 @@ class _VercelEncoder(_Encoder):
             )
         return out.encode()
 
+    def tool_start(self, event: ToolCallStarted) -> bytes:
+        out = self._next_step() if self._step_done else ""
+        out += self._close_open()
+        call = event.call
+        # The k-th call of a round is the k-th one its deltas announced (a streamed round).
+        announced = [self._tools[i] for i in sorted(self._tools)]
+        position, self._started = self._started, self._started + 1
+        if position < len(announced):
+            call_id = announced[position][0]
+        else:
+            call_id = call.id
+            out += self._part(
+                {"type": "tool-input-start", "toolCallId": call_id, "toolName": call.name}
+            )
+        self._sent_ids[call.id] = call_id
+        try:
+            args = call.parsed_arguments()
+        except ValueError:
+            self._input_errors.add(call_id)
+            out += self._part(
+                {
+                    "type": "tool-input-error",
+                    "toolCallId": call_id,
+                    "toolName": call.name,
+                    "input": call.arguments,
+                    "errorText": f"The model's arguments for {call.name} are not valid JSON.",
+                }
+            )
+        else:
+            out += self._part(
+                {
+                    "type": "tool-input-available",
+                    "toolCallId": call_id,
+                    "toolName": call.name,
+                    "input": args,
+                }
+            )
+        return out.encode()
+
+    def tool_result(self, event: ToolResult, error_text: str) -> bytes:
+        self._step_done = True
+        call_id = self._sent_ids.get(event.call.id, event.call.id)
+        if not event.is_error:
+            part = {"type": "tool-output-available", "toolCallId": call_id}
+            part["output"] = _tool_output(event)
+            return self._part(part).encode()
+        if call_id in self._input_errors:
+            return b""  # tool-input-error already put the part in its error state
+        part = {"type": "tool-output-error", "toolCallId": call_id, "errorText": error_text}
+        return self._part(part).encode()
+
     def reset(self, event: Reset, reason: str) -> bytes:
-        out = self._close_open()
+        out = self._next_step() if self._step_done else ""
+        out += self._close_open()
         self._tools.clear()
         data = {"attempt": event.attempt, "discardedText": event.discarded_text, "reason": reason}
         notice: dict[str, Any] = {
@@ -437,7 +558,8 @@ class _VercelEncoder(_Encoder):
         return (out + "data: [DONE]\n\n").encode()
 
     def finish(self, response: Response, metadata: dict[str, Any]) -> bytes:
-        out = self._close_open()
+        out = self._next_step() if self._step_done and response.tool_calls else ""
+        out += self._close_open()
         by_id = {call_id: name for call_id, name in self._tools.values()}
         announced = [self._tools[i] for i in sorted(self._tools)]
         for position, call in enumerate(response.tool_calls):
@@ -477,6 +599,9 @@ class _VercelEncoder(_Encoder):
 class _EventsEncoder(_Encoder):
     """Plain named SSE events with JSON data, for hand-written pages (docs/web.md)."""
 
+    def __init__(self) -> None:
+        self._next_round = 0  # a tool run's results went out: the next event opens this round
+
     @staticmethod
     def _event(name: str, data: dict[str, Any]) -> bytes:
         return f"event: {name}\ndata: {_dumps(data)}\n\n".encode()
@@ -485,15 +610,43 @@ class _EventsEncoder(_Encoder):
         return self._event("start", {"messageId": message_id, "metadata": metadata})
 
     def text(self, text: str) -> bytes:
-        return f'event: text\ndata: {{"text":{_quote(text)}}}\n\n'.encode()
+        frame = f'event: text\ndata: {{"text":{_quote(text)}}}\n\n'.encode()
+        return self._step() + frame if self._next_round else frame
 
     def thinking(self, text: str) -> bytes:
-        return f'event: thinking\ndata: {{"text":{_quote(text)}}}\n\n'.encode()
+        frame = f'event: thinking\ndata: {{"text":{_quote(text)}}}\n\n'.encode()
+        return self._step() + frame if self._next_round else frame
 
     def tool(self, event: ToolCallDelta) -> bytes:
         data = {"index": event.index, "id": event.id, "name": event.name}
         data["arguments"] = event.arguments
-        return self._event("tool-call", data)
+        frame = self._event("tool-call", data)
+        return self._step() + frame if self._next_round else frame
+
+    def tool_start(self, event: ToolCallStarted) -> bytes:
+        call = event.call
+        try:
+            args: Any = call.parsed_arguments()
+        except ValueError:
+            args = None
+        data = {"id": call.id, "name": call.name, "arguments": call.arguments, "input": args}
+        data["round"] = event.round
+        frame = self._event("tool-start", data)
+        return self._step() + frame if self._next_round else frame
+
+    def tool_result(self, event: ToolResult, error_text: str) -> bytes:
+        self._next_round = event.round + 1
+        data: dict[str, Any] = {"id": event.call.id, "name": event.call.name}
+        if event.is_error:
+            data.update(isError=True, errorText=error_text)
+        else:
+            data.update(isError=False, output=_tool_output(event))
+        data.update(seconds=round(event.seconds, 6), round=event.round)
+        return self._event("tool-result", data)
+
+    def _step(self) -> bytes:
+        number, self._next_round = self._next_round, 0
+        return self._event("step", {"round": number})
 
     def reset(self, event: Reset, reason: str) -> bytes:
         data = {"attempt": event.attempt, "discardedText": event.discarded_text, "reason": reason}
@@ -523,36 +676,102 @@ class _Failed:
 
 _END = _End()
 
-_Item = StreamEvent | _End | _Failed
+_Item = StreamEvent | ToolCallStarted | ToolResult | _End | _Failed
+_Event = StreamEvent | ToolCallStarted | ToolResult
+
+QUEUE_SIZE = 64
+"""Events a producer may be ahead of the response by (a task's queue; a thread's bridge
+holds up to twice this): then it waits, so a slow browser slows the read, not memory."""
 
 
-async def _produce(stream: AsyncStream, queue: asyncio.Queue[_Item]) -> None:
+class _Getter:
+    """The consumer side both queues offer: `await get()` one item."""
+
+    async def get(self) -> _Item:
+        raise NotImplementedError
+
+
+async def _produce(stream: AsyncStream | AsyncToolRun, queue: asyncio.Queue[_Item]) -> None:
     try:
         async for event in stream:
-            queue.put_nowait(event)
+            await queue.put(event)
     except Exception as exc:
-        queue.put_nowait(_Failed(exc))
+        await queue.put(_Failed(exc))
     else:
-        queue.put_nowait(_END)
+        await queue.put(_END)
 
 
-def _produce_sync(
-    stream: Stream, queue: asyncio.Queue[_Item], loop: asyncio.AbstractEventLoop
-) -> None:
-    def put(item: _Item) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+class _Bridge(_Getter):
+    """A bounded hand-over from a producer thread to the event loop.
 
+    The thread appends under a lock and wakes the loop only when the response task waits
+    for an item (so a busy response takes many events per wake-up, not one callback per
+    event); the task takes everything waiting at once. The thread blocks while `size` items
+    wait (backpressure into the read), until the task takes them or `close()` is called.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int = QUEUE_SIZE) -> None:
+        self._loop = loop
+        self._size = size
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._items: deque[_Item] = deque()
+        self._taken: deque[_Item] = deque()  # the task's side: swapped with _items when empty
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def put(self, item: _Item) -> None:
+        """From the producer thread: hand one item over (blocks while the bridge is full)."""
+        with self._lock:
+            while len(self._items) >= self._size and not self._closed:
+                self._space.wait()
+            if self._closed:
+                return  # the response ended: nobody reads any more
+            self._items.append(item)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
+                self._loop.call_soon_threadsafe(_wake, waiter)
+
+    async def get(self) -> _Item:
+        taken = self._taken
+        if taken:
+            return taken.popleft()
+        while True:
+            with self._lock:
+                if self._items:
+                    self._taken, self._items = self._items, taken
+                    self._space.notify()
+                    return self._taken.popleft()
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
+
+    def close(self) -> None:
+        """The response ended: release a producer waiting for room, drop what comes."""
+        with self._lock:
+            self._closed = True
+            self._items.clear()
+            self._space.notify_all()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _produce_sync(stream: Stream | ToolRun, bridge: _Bridge) -> None:
     try:
         for event in stream:
-            put(event)
+            bridge.put(event)
     except Exception as exc:
-        put(_Failed(exc))
+        bridge.put(_Failed(exc))
     else:
-        put(_END)
+        bridge.put(_END)
 
 
-async def _coalesce(queue: asyncio.Queue[_Item], interval: float) -> AsyncIterator[StreamEvent]:
+async def _coalesce(
+    queue: _Getter | asyncio.Queue[_Item], interval: float
+) -> AsyncIterator[_Event]:
     """Merge text (and reasoning) deltas so that at most one goes out per `interval` seconds.
 
     A delta after a quiet interval goes out at once (TTFT is not delayed); later ones wait
@@ -596,21 +815,22 @@ async def _coalesce(queue: asyncio.Queue[_Item], interval: float) -> AsyncIterat
             return
         if type(item) is _Failed:
             raise item.error
-        yield cast(StreamEvent, item)
+        yield cast(_Event, item)
 
 
 class _Relay:
-    """One relay's state: the stream, its encoder, and the result being built."""
+    """One relay's state: the stream (or tool run), its encoder, and the result being built."""
 
     def __init__(
         self,
-        stream: AsyncStream | Stream,
+        stream: Relayable,
         encoder: _Encoder,
         *,
         smooth: float | None,
         message_id: str,
         metadata: dict[str, Any],
         error_text: Callable[[BaseException], str],
+        tool_error_text: Callable[[ToolResult], str],
         on_done: OnDone | None,
     ) -> None:
         self.stream = stream
@@ -619,24 +839,24 @@ class _Relay:
         self.message_id = message_id
         self.metadata = metadata
         self.error_text = error_text
+        self.tool_error_text = tool_error_text
         self.on_done = on_done
         self.result = RelayResult()
         self._started_at = time.perf_counter()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._bridge: _Bridge | None = None
         self._producer: asyncio.Task[None] | None = None
+        if isinstance(stream, ToolRun | AsyncToolRun) and isinstance(encoder, _VercelEncoder):
+            stream._loop.tool_deltas = True  # a streamed round's tool calls: tool-input-delta
 
     async def frames(self) -> AsyncIterator[bytes]:
         """The response body: whole SSE events, one per item. Closes the stream at the end."""
         result = self.result
         encoder = self.encoder
         self._started_at = time.perf_counter()
-        start_meta = dict(self.metadata)
-        decision = decision_metadata(self.stream.decision)
-        if decision is not None:
-            start_meta.setdefault("decision", decision)
         result.frames += 1
-        yield encoder.start(self.message_id, start_meta)
+        yield encoder.start(self.message_id, self._start_metadata())
         try:
             async for event in self._events():
                 kind = type(event)
@@ -646,13 +866,20 @@ class _Relay:
                     frame = encoder.thinking(cast(ThinkingDelta, event).text)
                 elif kind is ToolCallDelta:
                     frame = encoder.tool(cast(ToolCallDelta, event))
+                elif kind is ToolCallStarted:
+                    frame = encoder.tool_start(cast(ToolCallStarted, event))
+                elif kind is ToolResult:
+                    tool_result = cast(ToolResult, event)
+                    text = self.tool_error_text(tool_result) if tool_result.is_error else ""
+                    frame = encoder.tool_result(tool_result, text)
                 elif kind is Reset:
                     reset = cast(Reset, event)
                     frame = encoder.reset(reset, self.error_text(reset.error))
                 else:  # UsageReported, Finished: they reach the page on the final part
                     continue
-                result.frames += 1
-                yield frame
+                if frame:
+                    result.frames += 1
+                    yield frame
         except Exception as exc:
             if isinstance(exc, StreamError) and self._closed:
                 return  # closed because the browser left: there is no one to tell
@@ -663,30 +890,48 @@ class _Relay:
         else:
             if self._closed:
                 return
-            response = self._final()
-            result.response = response
+            response = result.response = self._final()
             result.frames += 1
-            yield encoder.finish(response, response_metadata(response))
+            yield encoder.finish(response, self._finish_metadata(response))
         finally:
             with anyio.CancelScope(shield=True):
                 await self.close()
 
-    def _events(self) -> AsyncIterator[StreamEvent]:
+    def _start_metadata(self) -> dict[str, Any]:
+        metadata = dict(self.metadata)
         stream = self.stream
-        if isinstance(stream, AsyncStream) and self.smooth is None:
+        if isinstance(stream, AsyncStream | Stream):  # a tool run's rounds are not routed yet
+            decision = decision_metadata(stream.decision)
+            if decision is not None:
+                metadata.setdefault("decision", decision)
+        return metadata
+
+    @staticmethod
+    def _finish_metadata(response: Response) -> dict[str, Any]:
+        metadata = response_metadata(response)
+        if response.rounds:  # a tool run: the first round's decision (it planned the phases)
+            decision = decision_metadata(response.rounds[0].response.decision)
+            if decision is not None:
+                metadata["decision"] = decision
+        return metadata
+
+    def _events(self) -> AsyncIterator[_Event]:
+        stream = self.stream
+        if isinstance(stream, AsyncStream | AsyncToolRun) and self.smooth is None:
             return aiter(stream)  # the fast path: iterate in the response's own task
         return self._queued()
 
-    async def _queued(self) -> AsyncIterator[StreamEvent]:
-        """Events through a queue: from a producer task (async) or thread (sync stream)."""
-        queue: asyncio.Queue[_Item] = asyncio.Queue()
+    async def _queued(self) -> AsyncIterator[_Event]:
+        """Events through a bounded queue: from a producer task (async) or thread (sync)."""
         stream = self.stream
-        if isinstance(stream, AsyncStream):
+        queue: _Getter | asyncio.Queue[_Item]
+        if isinstance(stream, AsyncStream | AsyncToolRun):
+            queue = asyncio.Queue(QUEUE_SIZE)
             self._producer = asyncio.create_task(_produce(stream, queue))
         else:
-            loop = asyncio.get_running_loop()
+            queue = self._bridge = _Bridge(asyncio.get_running_loop())
             self._thread = threading.Thread(
-                target=_produce_sync, args=(stream, queue, loop), name="tally-relay", daemon=True
+                target=_produce_sync, args=(stream, queue), name="tally-relay", daemon=True
             )
             self._thread.start()
         if self.smooth is None:
@@ -696,26 +941,28 @@ class _Relay:
                     return
                 if type(item) is _Failed:
                     raise item.error
-                yield cast(StreamEvent, item)
+                yield cast(_Event, item)
         else:
             async for event in _coalesce(queue, self.smooth):
                 yield event
 
     def _final(self) -> Response:
         stream = self.stream
-        if isinstance(stream, AsyncStream):
-            return stream.response
-        return stream.final()
+        if isinstance(stream, Stream):
+            return stream.final()
+        return stream.response  # the stream or run has ended: no waiting
 
     async def close(self) -> None:
         """Close the upstream call now (idempotent) and wait for its producer to end."""
         if not self._closed:
             self._closed = True
             stream = self.stream
-            if isinstance(stream, AsyncStream):
+            if isinstance(stream, AsyncStream | AsyncToolRun):
                 await stream.close()
             else:
                 stream.close()  # thread-safe: unblocks the producer thread's read
+        if self._bridge is not None:
+            self._bridge.close()  # and a producer waiting for room
         producer, self._producer = self._producer, None
         if producer is not None and not producer.done():
             producer.cancel()
@@ -738,11 +985,12 @@ class _Relay:
                 result.response = self.stream.snapshot()
         response = result.response
         if response is not None:
-            usage = response.usage.output_tokens
-            result.output_tokens = usage if usage is not None else response.metrics.chunks
+            total, last = _output_tokens(response)
+            result.output_tokens = total
             budget = _max_tokens(self.stream)
             if response.state == "cancelled" and budget is not None:
-                result.output_tokens_saved = max(0, budget - result.output_tokens)
+                # the call cut short (a tool run: its round in flight; the others had ended)
+                result.output_tokens_saved = max(0, budget - last)
         if disconnected:
             logger.info(
                 "relay stopped by the client after %.2f s: %s output tokens generated, "
@@ -770,8 +1018,30 @@ class _Relay:
         return result
 
 
-def _max_tokens(stream: AsyncStream | Stream) -> int | None:
-    """The output limit the call sent, read from its request body (any of our protocols)."""
+def _output_tokens(response: Response) -> tuple[int, int]:
+    """(all, the last call's) output tokens: reported usage, else the content deltas received.
+
+    A tool run's Response sums usage and deltas over its rounds; a cancelled one's `rounds`
+    lack the round in flight, whose share is what the sums hold beyond the rounds'.
+    """
+    if not response.rounds:
+        usage = response.usage.output_tokens
+        tokens = usage if usage is not None else response.metrics.chunks
+        return tokens, tokens
+    done = [r.response for r in response.rounds]
+    reported = (response.usage.output_tokens or 0) - sum(r.usage.output_tokens or 0 for r in done)
+    deltas = response.metrics.chunks - sum(r.metrics.chunks for r in done)
+    last = reported if reported > 0 else deltas
+    total = sum(_output_tokens(r)[0] for r in done) + last
+    return total, (last if response.state == "cancelled" else _output_tokens(done[-1])[0])
+
+
+def _max_tokens(stream: Relayable) -> int | None:
+    """The output limit the call sent (a tool run: each round's), read from its request body
+    (any of our protocols) or, for a tool run, its options."""
+    if isinstance(stream, ToolRun | AsyncToolRun):
+        value = stream._loop.options.get("max_tokens")
+        return value if isinstance(value, int) else None
     body = stream.request_body
     for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(key)

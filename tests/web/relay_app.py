@@ -12,12 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tally_client import AsyncClient, AsyncStream, Client, Stream
+from tally_client import AsyncClient, AsyncStream, AsyncToolRun, Client, Stream, ToolRun
 from tally_client.web import RelayResult, sse_response
 
 
 def relay_app(
-    make_stream: Callable[[], AsyncStream | Stream],
+    make_stream: Callable[[], AsyncStream | Stream | AsyncToolRun | ToolRun],
     results: list[RelayResult],
     **options: Any,
 ) -> Starlette:
@@ -79,6 +79,15 @@ class LazyClient:
 
     def sync_stream(self, prompt: str = "hi", **call: Any) -> Stream:
         return Client(base_url=self.url + "/v1", **self.options).stream(prompt, **call)
+
+    def tool_run(self, prompt: str = "Weather in Paris?", **call: Any) -> AsyncToolRun:
+        if self._client is None:
+            self._client = AsyncClient(base_url=self.url + "/v1", **self.options)
+        return self._client.run_tools(prompt, consumer="human", **call)
+
+    def sync_tool_run(self, prompt: str = "Weather in Paris?", **call: Any) -> ToolRun:
+        client = Client(base_url=self.url + "/v1", **self.options)
+        return client.run_tools(prompt, consumer="human", **call)
 
 
 __all__ = ["LazyClient", "StreamingResponse", "parse_sse", "post", "relay_app", "vercel_parts"]

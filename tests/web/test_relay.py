@@ -318,7 +318,7 @@ def test_bad_arguments_raise_configuration_error() -> None:
             sse_response(stream, reset="all")  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="ping"):
             sse_response(stream, ping=0)
-        with pytest.raises(ConfigurationError, match="AsyncStream or a Stream"):
+        with pytest.raises(ConfigurationError, match="AsyncStream, a Stream or a run_tools"):
             sse_response("hello")  # type: ignore[arg-type]
         stream.final()
         with pytest.raises(ConfigurationError, match="already iterated"):
@@ -375,3 +375,42 @@ def test_extra_headers_replace_the_defaults_whatever_their_case() -> None:
     assert response.headers.get_list("cache-control") == ["no-store"]
     assert response.headers["x-id"] == "7"
     assert response.headers["x-accel-buffering"] == "no"
+
+
+def test_sync_bridge_holds_the_producer_back_and_close_releases_it() -> None:
+    import asyncio
+    import threading
+
+    from tally_client import TextDelta
+    from tally_client.web import _Bridge
+
+    async def main() -> None:
+        bridge = _Bridge(asyncio.get_running_loop(), size=4)
+        handed: list[int] = []
+
+        def produce(n: int) -> None:
+            for i in range(n):
+                bridge.put(TextDelta(str(i)))
+                handed.append(i)
+
+        thread = threading.Thread(target=produce, args=(100,), daemon=True)
+        thread.start()
+        await asyncio.sleep(0.2)
+        assert len(handed) == 4 and thread.is_alive()  # full: the thread waits for room
+        got = [(await bridge.get()).text for _ in range(100)]  # type: ignore[union-attr]
+        assert got == [str(i) for i in range(100)]
+        thread.join(5)
+        assert not thread.is_alive()
+        blocked = threading.Thread(target=produce, args=(10,), daemon=True)
+        blocked.start()
+        await asyncio.sleep(0.1)
+        assert blocked.is_alive()
+        bridge.close()  # the response ended: the producer is let go, its items dropped
+        await asyncio.to_thread(blocked.join, 5)
+        assert not blocked.is_alive()
+
+    # A thread of its own: the session's Playwright keeps an event loop in the main thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, main()).result(30)

@@ -3,7 +3,7 @@
 //
 //   node chat.mjs <ai|ai6> <url> <prompt> [stop]
 //
-// Output (one JSON line): {version, status, error, messages, data, stoppedAfter}.
+// Output (one JSON line): {version, node, status, error, messages, data, stoppedAfter}.
 const [pkg, url, prompt, mode] = process.argv.slice(2);
 const ai = await import(pkg);
 const { version } = (await import(`${pkg}/package.json`, { with: { type: "json" } })).default;
@@ -46,6 +46,6 @@ if (mode === "stop") {
 }
 await sending;
 console.log(JSON.stringify({
-  version, status: chat.status, error: chat.error ? chat.error.message : null,
+  version, node: process.versions.node, status: chat.status, error: chat.error ? chat.error.message : null,
   messages: chat.messages, data, stoppedAfter,
 }));
