@@ -172,3 +172,51 @@ def test_learning_can_be_turned_off_and_reset(
     router.reset()
     assert router.learner is not None
     assert router.learner.observations(router.route(QA, MODELS).shape or "") == {}
+
+
+def _explorations(scale: float, seed: int) -> int:
+    """Exploring decisions in 300 calls where the cheap model is nearly as good as the dear one
+    (the answer is close at the default cost weight, so the learner stays unsure for long)."""
+    router = EmbeddedRouter(store=":memory:", seed=seed, explore_scale=scale)
+    explored = 0
+    for i in range(300):
+        d = router.route(QA, MODELS)
+        explored += d.exploration
+        rate = {"cheap": 0.86, "dear": 0.95}[d.model]
+        router.record(d, Outcome(d.id, d.model, 1.0 if (i * 0.37) % 1.0 < rate else 0.0, "x"))
+    return explored
+
+
+def test_a_wider_exploration_scale_explores_more_and_stays_deterministic() -> None:
+    narrow = [_explorations(1.0, seed) for seed in range(5)]
+    wide = [_explorations(4.0, seed) for seed in range(5)]
+    assert sum(wide) > sum(narrow) > 0
+    assert [_explorations(4.0, seed) for seed in range(5)] == wide  # same seed, same draws
+
+
+def test_exploration_scale_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="explore_scale"):
+        Learner(":memory:", explore_scale=0.0)
+
+
+def test_a_confident_learner_below_its_explore_threshold_never_draws() -> None:
+    learner = Learner(":memory:", seed=1, explore_below=0.5)
+    for i in range(200):
+        learner.record("s", "cheap", 1.0 if i % 10 else 0.0)  # 0.9
+        learner.record("s", "dear", 1.0 if i % 2 else 0.0)  # 0.5
+    picks = [learner.choose("s", ["cheap", "dear"], [0.8, 0.8], [0.1, 1.0]) for _ in range(50)]
+    assert {(p.index, p.exploration) for p in picks} == {(0, False)}
+    assert picks[0].confidence > 0.99
+
+
+def test_an_early_wrong_verdict_is_revisited() -> None:
+    """The cheap model's first outcomes on a shape are all failures (bad luck): the learner
+    still draws on later calls, tries it again and finds it suffices. (With exploration cut
+    off at confidence 0.9, seeds 1 and 4 stayed on the dear model for good.)"""
+    for seed in range(5):
+        router = EmbeddedRouter(store=":memory:", seed=seed)
+        d = router.route(QA, MODELS)
+        for i in range(6):
+            router.record(d, Outcome(f"bad-{i}", "cheap", 0.0, "complete"))
+        chosen = run(router, 1500, {"cheap": 0.97, "dear": 0.97})
+        assert chosen[-200:].count("cheap") >= 180, seed

@@ -12,10 +12,14 @@ needs starts at 0.8, each tier below at 0.15 less, worth two observations).
 
 The value of an arm is its expected success minus `cost_weight` x its expected cost relative
 to the dearest candidate (and, when the call is time-sensitive, minus `latency_weight` x its
-expected E2E relative to the slowest). The router exploits the best arm when it is confident
-(the probability that the best arm is really best, from a normal approximation of the two
-leading posteriors, is at least `explore_below`), and otherwise draws from the posteriors
-(Thompson sampling): a draw that differs from the best arm is flagged as exploration.
+expected E2E relative to the slowest). Confidence is the probability that the best arm is
+really best, from a normal approximation of the two leading posteriors. The router draws from
+the posteriors (Thompson sampling) on every call, or only while confidence is below
+`explore_below` when that is set under 1.0: a draw that differs from the best arm is flagged as
+exploration, so exploration happens about as often as the posterior doubts the best arm (often
+on a new or close shape, almost never on a settled one), and an early wrong verdict is still
+revisited. (A cut-off at 0.9 stopped exploring shapes whose early outcomes were misleading: the
+policy learned in one pass of the routing benchmark was worse for it.)
 
 State persists in a local SQLite file (stdlib sqlite3, WAL mode): one row per (shape, model)
 with its count and summed success, updated by increments in a background thread, so several
@@ -53,6 +57,15 @@ POOLED_MIN = 30
 """Outcomes of a model, over all shapes, from which its pooled success replaces the tier prior."""
 POOLED_WEIGHT = 10.0
 """How many observations the pooled prior is worth (it is data, so more than the tier guess)."""
+EXPLORE_BELOW = 1.0
+"""Draw (Thompson) while confidence is below this; 1.0: always draw, so the chance of exploring
+is the chance the posterior gives another model of being better, which falls as outcomes come."""
+EXPLORE_SCALE = 1.0
+"""Thompson draws come from the posterior with every count divided by this: above 1, wider
+draws and more exploration (a policy settled sooner, at more cost while learning). On the
+routing benchmark 2.0 learned no better a policy in one pass than 1.0 and saved less while
+learning (benchmarks/routing.py, tuning seeds), so plain Thompson sampling is the default."""
+
 
 log = logging.getLogger("tally_client.routing")
 
@@ -99,7 +112,16 @@ class Learner:
         cost_weight: how much a model's relative cost counts against its expected success
             (0: quality only; 1: a model twice as dear must be much better). The trade-off knob.
         latency_weight: the same for relative E2E, on time-sensitive calls.
-        explore_below: explore (Thompson draw) only while confidence is below this.
+        explore_below: explore (Thompson draw) only while confidence is below this (default
+            1.0: draw on every call, so the learner explores as often as its posterior doubts
+            the best model, and a wrong early verdict is still corrected later).
+        explore_scale: draws come from the posterior with its counts divided by this
+            (default 1.0; above 1, more exploration). Must be > 0.
+        prior_weight: how many observations the tier prior is worth.
+        pooled_prior: start a shape from the model's success pooled over every shape.
+
+    Raises:
+        ValueError: `explore_scale` is not > 0.
     """
 
     def __init__(
@@ -109,10 +131,14 @@ class Learner:
         seed: int | None = None,
         cost_weight: float = 0.1,
         latency_weight: float = 0.3,
-        explore_below: float = 0.9,
+        explore_below: float = EXPLORE_BELOW,
+        explore_scale: float = EXPLORE_SCALE,
         prior_weight: float = PRIOR_WEIGHT,
         pooled_prior: bool = True,
     ) -> None:
+        if explore_scale <= 0:
+            raise ValueError(f"explore_scale must be > 0, not {explore_scale!r}")
+        self.explore_scale = explore_scale
         self.prior_weight = prior_weight
         self.pooled_prior = pooled_prior
         self.path = str(default_store() if store is None else store)
@@ -232,8 +258,11 @@ class Learner:
         confidence = round(0.5 * (1.0 + math.erf(z / math.sqrt(2.0))), 3)
         pick, explored = best, False
         if confidence < self.explore_below:
+            k = self.explore_scale
             draws = [
-                self._rng.betavariate(alphas[i], betas[i]) - penalties[i] for i in range(len(names))
+                self._rng.betavariate(max(alphas[i] / k, 1e-3), max(betas[i] / k, 1e-3))
+                - penalties[i]
+                for i in range(len(names))
             ]
             pick = max(range(len(names)), key=draws.__getitem__)
             explored = pick != best

@@ -25,7 +25,7 @@ from .choice import (
     choose_model,
     needed_quality,
 )
-from .learner import Learner, shape_key
+from .learner import EXPLORE_BELOW, EXPLORE_SCALE, Learner, shape_key
 from .rules import batch_reason, delivery
 
 __all__ = ["LEARNING_ENV", "EmbeddedRouter", "Router", "as_router"]
@@ -72,7 +72,11 @@ class EmbeddedRouter:
             ~/.cache/tally_client/router.sqlite3); ":memory:" persists nothing.
         seed: seeds the learner's exploration, for reproducible decisions.
         cost_weight: the learner's cost-quality trade-off (see `Learner`).
-        explore_below: the learner explores only while its confidence is below this.
+        explore_below: the learner explores only while its confidence is below this
+            (default 1.0: it draws on every call, and explores as often as its posterior
+            doubts the best model).
+        explore_scale: how much wider than the posterior the exploration draws are (default
+            1.0: plain Thompson sampling; see `Learner`).
     """
 
     def __init__(
@@ -82,7 +86,8 @@ class EmbeddedRouter:
         store: str | os.PathLike[str] | None = None,
         seed: int | None = None,
         cost_weight: float = 0.1,
-        explore_below: float = 0.9,
+        explore_below: float = EXPLORE_BELOW,
+        explore_scale: float = EXPLORE_SCALE,
     ) -> None:
         if learning is None:
             learning = os.environ.get(LEARNING_ENV, "1").strip().lower() not in (
@@ -92,7 +97,13 @@ class EmbeddedRouter:
                 "off",
             )
         self.learner: Learner | None = (
-            Learner(store, seed=seed, cost_weight=cost_weight, explore_below=explore_below)
+            Learner(
+                store,
+                seed=seed,
+                cost_weight=cost_weight,
+                explore_below=explore_below,
+                explore_scale=explore_scale,
+            )
             if learning
             else None
         )
