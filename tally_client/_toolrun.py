@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ._errors import StreamError
@@ -82,6 +83,22 @@ class _RunBase:
     def rounds(self) -> tuple[Any, ...]:
         """The rounds so far (`ToolRound`s)."""
         return tuple(self._loop.rounds)
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The call options every round is made with (a read-only view; `tools` included)."""
+        return MappingProxyType(self._loop.options)
+
+    @property
+    def tool_deltas(self) -> bool:
+        """Whether a streamed round's `ToolCallDelta` events (argument fragments) are yielded
+        too; False by default, as `ToolCallStarted` announces each call whole. Set it before
+        iterating (the web relay does, for its `tool-input-delta` parts)."""
+        return self._loop.tool_deltas
+
+    @tool_deltas.setter
+    def tool_deltas(self, value: bool) -> None:
+        self._loop.tool_deltas = value
 
     def _begin(self) -> None:
         if self._started:

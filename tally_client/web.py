@@ -848,7 +848,7 @@ class _Relay:
         self._bridge: _Bridge | None = None
         self._producer: asyncio.Task[None] | None = None
         if isinstance(stream, ToolRun | AsyncToolRun) and isinstance(encoder, _VercelEncoder):
-            stream._loop.tool_deltas = True  # a streamed round's tool calls: tool-input-delta
+            stream.tool_deltas = True  # a streamed round's tool calls: tool-input-delta
 
     async def frames(self) -> AsyncIterator[bytes]:
         """The response body: whole SSE events, one per item. Closes the stream at the end."""
@@ -1040,7 +1040,7 @@ def _max_tokens(stream: Relayable) -> int | None:
     """The output limit the call sent (a tool run: each round's), read from its request body
     (any of our protocols) or, for a tool run, its options."""
     if isinstance(stream, ToolRun | AsyncToolRun):
-        value = stream._loop.options.get("max_tokens")
+        value = stream.options.get("max_tokens")
         return value if isinstance(value, int) else None
     body = stream.request_body
     for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
