@@ -25,8 +25,9 @@ it had. The final, strict reading is `extract_json()` plus a validator (`_output
 from __future__ import annotations
 
 import json
+import json.decoder
 import re
-from json.decoder import scanstring
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["PartialJSON", "extract_json", "parse_partial_json"]
@@ -71,6 +72,7 @@ def _no_constant(name: str) -> Any:
 # only when at least _WHOLE_MIN characters follow (a burst, or the text of a finished call),
 # strings only when a quote follows.
 _WHOLE = json.JSONDecoder(parse_constant=_no_constant, strict=False).raw_decode
+_scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _WHOLE_MIN = 256
 
 
@@ -308,7 +310,7 @@ class PartialJSON:
                 if c == '"':
                     if buf.find('"', i + 1) >= 0:
                         try:
-                            key, end = scanstring(buf, i + 1, False)
+                            key, end = _scanstring(buf, i + 1, False)
                         except ValueError:
                             pass
                         else:
