@@ -233,11 +233,7 @@ class Stream(_StreamBase, Generic[T]):
         tracker = PartialObjects(self._sup.structured)
         events = iter(self)
         try:
-            for event in events:
-                if tracker.add(event):
-                    yield tracker.value()
-            if tracker.end():
-                yield tracker.value()
+            yield from tracker.follow(events)
         finally:
             events.close()  # type: ignore[attr-defined]
 
@@ -444,11 +440,8 @@ class AsyncStream(_StreamBase, Generic[T]):
         tracker = PartialObjects(self._sup.structured)
         events = aiter(self)
         try:
-            async for event in events:
-                if tracker.add(event):
-                    yield tracker.value()
-            if tracker.end():
-                yield tracker.value()
+            async for value in tracker.afollow(events):
+                yield value
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 

@@ -267,6 +267,31 @@ def test_streamed_partial_objects_grow_and_the_final_is_validated(server: Replay
     assert values[-1] == [p.model_dump() for p in PEOPLE]
 
 
+def test_a_long_burst_costs_few_parses_and_its_values_still_grow(server: ReplayServer) -> None:
+    # 2,000 people (about 120 KB) in 8-character deltas, written as fast as the socket takes
+    # them: a burst. The amount held grows with the text, so the partial values number a few
+    # dozen (not one per 64 characters), each a growing prefix of the final value.
+    people = [{"name": f"P{i}", "age": i % 90, "city": 'Lima "centro"'} for i in range(2000)]
+    text = json.dumps(people)
+    head = '{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+    events = [
+        f'data: {head}[{{"index":0,"delta":{{"content":{json.dumps(text[i : i + 8])}}},'
+        '"finish_reason":null}]}\n\n'
+        for i in range(0, len(text), 8)
+    ]
+    events.append(f'data: {head}[{{"index":0,"delta":{{}},"finish_reason":"stop"}}]}}\n\n')
+    events.append("data: [DONE]\n\n")
+    client, _ = chat_client(server, Reply("".join(events).encode()))
+    with client, client.stream("People.", schema=list[Person]) as stream:
+        partials = [json.dumps(p) for p in stream.partial_objects()]
+    assert [p.model_dump() for p in stream.final().parsed] == people
+    assert 3 <= len(partials) <= 200  # len(text) / 64 would be about 1,900
+    values = [json.loads(p) for p in partials]
+    for before, after in itertools.pairwise(values):
+        assert is_prefix(before, after)
+    assert values[-1] == people
+
+
 def test_a_length_cut_says_so_and_keeps_the_last_partial(server: ReplayServer) -> None:
     client, _ = chat_client(
         server, Reply.from_file(RECORDINGS / "openai_chat/structured_length.sse")
