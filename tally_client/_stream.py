@@ -46,6 +46,10 @@ class _Closed(Exception):
 class _StreamBase:
     """State and accessors the twins share (no I/O here)."""
 
+    # Slotted, as the twins are: thousands of calls may wait at once (issue 13's 1,000
+    # streams), and each holds one of these.
+    __slots__ = ("_error", "_link", "_response", "_started", "_sup", "_wire")
+
     def __init__(self, sup: Supervisor, wire: WireRequest) -> None:
         self._sup = sup
         self._wire = wire
@@ -156,6 +160,8 @@ class Stream(_StreamBase, Generic[T]):
                 print(text, end="", flush=True)
         response = stream.final()
     """
+
+    __slots__ = ("_active", "_http", "_prepare", "_thread", "_wake")
 
     def __init__(
         self,
@@ -385,6 +391,8 @@ class AsyncStream(_StreamBase, Generic[T]):
                 print(text, end="", flush=True)
         response = await stream.final()
     """
+
+    __slots__ = ("_active", "_http", "_prepare", "_wake")
 
     def __init__(
         self,

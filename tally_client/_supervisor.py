@@ -219,6 +219,35 @@ class Supervisor:
             request's discounted price).
     """
 
+    __slots__ = (
+        "_attempts",
+        "_call",
+        "_continuation",
+        "_discarded",
+        "_meta",
+        "_observers",
+        "_partials",
+        "_price",
+        "_read_at",
+        "_reset_error",
+        "_watch",
+        "acc",
+        "attempt",
+        "clock",
+        "decision",
+        "decoder",
+        "model",
+        "on_end",
+        "policy",
+        "provider",
+        "reading_since",
+        "secrets",
+        "started",
+        "stream",
+        "structured",
+        "timeouts",
+    )
+
     def __init__(
         self,
         provider: Provider,
