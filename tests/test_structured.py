@@ -308,6 +308,22 @@ def test_a_length_cut_says_so_and_keeps_the_last_partial(server: ReplayServer) -
     assert last is not None and is_prefix(last, err.partial)
 
 
+def test_partial_objects_start_over_after_a_retry(server: ReplayServer) -> None:
+    # The first attempt breaks after some output; the retry's text starts from the beginning,
+    # so the parser starts over.
+    body = (RECORDINGS / "openai_chat/structured.sse").read_bytes()
+    url = server.add([Reply(body, cut_after=len(body) // 2, cut="reset"), Reply(body)])
+    with Client(base_url=url + "/v1", retry=RetryPolicy(2, initial_delay=0.01)) as client:
+        with client.stream("Three people.", schema=list[Person]) as stream:
+            values = [json.loads(json.dumps(p)) for p in stream.partial_objects()]
+        assert stream.final().parsed == PEOPLE
+    # Both attempts send the same text, so every value is a prefix of the final one; a parser
+    # that went on after the Reset would read the retry's `[{"name"...` mid-document and fail.
+    final = [p.model_dump() for p in PEOPLE]
+    assert all(is_prefix(v, final) for v in values)
+    assert values[-1] == final
+
+
 def test_async_partial_objects(server: ReplayServer) -> None:
     url = server.add(Reply.from_file(RECORDINGS / "openai_chat/structured.sse"))
 
