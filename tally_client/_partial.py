@@ -90,6 +90,7 @@ class PartialJSON:
     """
 
     __slots__ = (
+        "_deep",
         "_root",
         "_scalar_root",
         "_shown",
@@ -116,6 +117,7 @@ class PartialJSON:
         self._str_len = 0  # its length so far
         self._shown = 0  # its length when last materialized
         self._version = 0  # bumps on every visible change
+        self._deep = False  # nested too deep for the C scanner: containers go by the loop
         self.done = False
         self.failed = False
 
@@ -243,7 +245,7 @@ class PartialJSON:
                     continue
             if state in (_VALUE, _ELEMENT_OR_CLOSE):
                 if (
-                    n - i >= _WHOLE_MIN
+                    n - i >= _WHOLE_MIN and not self._deep
                     if c == "{" or c == "["
                     else c == '"' and buf.find('"', i + 1) >= 0
                 ):
@@ -252,6 +254,8 @@ class PartialJSON:
                         whole, end = _WHOLE(buf, i)
                     except (ValueError, StopIteration):
                         pass
+                    except RecursionError:  # the C scanner recurses; this document nests
+                        self._deep = True  # deeper than it can: the loop reads its containers
                     else:
                         self._place_whole(whole)
                         i = end

@@ -443,6 +443,20 @@ def test_malformed_json_never_raises() -> None:
     assert parse_partial_json('{"city": "Paris", "unit"') == {"city": "Paris"}
 
 
+def test_nesting_deeper_than_the_c_scanner_never_raises() -> None:
+    # Complete containers are read by json's C scanner, which recurses: a document nested
+    # past the recursion limit goes back to the character loop (once, not once per level).
+    depth = 20_000
+    value = parse_partial_json("[" * depth + "1" + "]" * depth)
+    for _ in range(depth):
+        assert type(value) is list and len(value) == 1
+        value = value[0]
+    assert value == 1
+    parser = PartialJSON()
+    parser.feed('{"a": ' + "[" * depth)
+    assert parser.value() is not None and not parser.failed
+
+
 def test_tool_call_arguments_grow_as_they_stream(server: ReplayServer) -> None:
     """Anthropic streams tool input as input_json_delta fragments; the same parser reads them."""
     from tally_client import PartialToolCalls
