@@ -17,6 +17,10 @@ size (with the same stream read without any parsing, the floor under both), the 
 ratio of ours (linear cost: at most about 12 for 10x the bytes), and
 the speed-up over the peers' method at 100 KB (target: at least 20x). The peers' method is not
 run at 1 MB: it is quadratic (its time at 100 KB times about 100).
+
+The three consumers run in turn, round after round, on one client and one loopback server, so
+load on a shared machine hits all of them alike; each keeps its best round (load only ever
+adds time), and the speed-up from the medians is printed beside it for information.
 """
 
 from __future__ import annotations
@@ -162,9 +166,10 @@ def plain(client: Client) -> float:
     return time.perf_counter() - t
 
 
-def run(rounds: int = 3) -> bool:
+def run(rounds: int = 5) -> bool:
     """Run the case, print its table, and return whether both targets were met."""
     results: dict[str, tuple[float, float | None, float, int]] = {}
+    medians: dict[str, tuple[float, float | None]] = {}
     for label, size in SIZES.items():
         text = document(size)
         server = Loopback(sse_body(text))
@@ -177,12 +182,16 @@ def run(rounds: int = 3) -> bool:
                 if size <= 100_000:
                     theirs.append(peers(client)[0])
         results[label] = (
-            statistics.median(t for t, _ in mine),
-            statistics.median(theirs) if theirs else None,
-            statistics.median(floor),
+            min(t for t, _ in mine),
+            min(theirs) if theirs else None,
+            min(floor),
             mine[0][1],
         )
-    print(f"structured output, partial objects ({DELTA}-byte deltas, median of {rounds}):")
+        medians[label] = (
+            statistics.median(t for t, _ in mine),
+            statistics.median(theirs) if theirs else None,
+        )
+    print(f"structured output, partial objects ({DELTA}-byte deltas, best of {rounds} rounds):")
     print(
         f"  {'size':>7}  {'partial_objects()':>18}  {'jiter every delta':>18}"
         f"  {'stream alone':>13}  updates"
@@ -197,7 +206,11 @@ def run(rounds: int = 3) -> bool:
     floor_100 = results["100 KB"][2]
     parse_speedup = (peer_100 - floor_100) / max(results["100 KB"][0] - floor_100, 1e-9)
     print(f"  1 MB / 100 KB: {ratio:.1f}x (linear: target <= {RATIO_TARGET:g}x)")
-    print(f"  speed-up at 100 KB: {speedup:.1f}x (target >= {SPEEDUP_TARGET:g}x)")
+    mine_median, peer_median = medians["100 KB"]
+    print(
+        f"  speed-up at 100 KB: {speedup:.1f}x (target >= {SPEEDUP_TARGET:g}x; "
+        f"from the medians: {(peer_median or 0.0) / mine_median:.1f}x)"
+    )
     print(f"  (parsing cost alone, over the stream alone, at 100 KB: {parse_speedup:.0f}x less)")
     ok = ratio <= RATIO_TARGET and speedup >= SPEEDUP_TARGET
     print("  PASS" if ok else "  OVER TARGET")
@@ -206,7 +219,7 @@ def run(rounds: int = 3) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.structured", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one round")
     args = parser.parse_args()
     return 0 if run(1 if args.quick else args.rounds) else 1

@@ -292,31 +292,11 @@ class _BaseClient:
 
     def _observer(
         self, decision: Decision, envelope: Envelope, structured: StructuredCall | None
-    ) -> Any:
+    ) -> _Learn | None:
         record = getattr(self.router, "record", None)
         if record is None:
             return None
-
-        def observe(response: Response) -> None:
-            # Output that fails its schema is a failed call (the check is remembered, so the
-            # caller's own `final()` does not validate again).
-            bad_json = (
-                structured is not None
-                and response.state == "complete"
-                and not structured.valid(response)
-            )
-            if response.state == "cancelled":
-                return  # the caller stopped it: says nothing about the model
-            failed = response.finish_reason in ("error", "content_filter")
-            if response.state != "complete" or bad_json or failed:
-                success = 0.0
-            elif response.finish_reason == "length":
-                success = 0.5  # cut at max_tokens: usable or not, the router cannot tell
-            else:
-                success = 1.0
-            record(decision, _outcome(decision, response, success, response.state), envelope)
-
-        return observe
+        return _Learn(record, decision, envelope, structured)
 
     def _check_call(self, prompt: str | Sequence[Message], options: CallOptions) -> None:
         check_option_names(options, CALL_OPTIONS)
@@ -1105,6 +1085,47 @@ def _make_router(router: Router | str | None) -> Router | None:
     from .routing.router import as_router
 
     return as_router(router)
+
+
+class _Learn:
+    """The router's learning hook for one call (`Supervisor.on_end`): tells the router how
+    the call went. A slotted object: a closure over the same four values costs 0.4 KB a call.
+    """
+
+    __slots__ = ("decision", "envelope", "record", "structured")
+
+    def __init__(
+        self,
+        record: Callable[[Decision, Outcome, Envelope], object],
+        decision: Decision,
+        envelope: Envelope,
+        structured: StructuredCall | None,
+    ) -> None:
+        self.record = record
+        self.decision = decision
+        self.envelope = envelope
+        self.structured = structured
+
+    def __call__(self, response: Response) -> None:
+        if response.state == "cancelled":
+            return  # the caller stopped it: says nothing about the model
+        # Output that fails its schema is a failed call (the check is remembered, so the
+        # caller's own `final()` does not validate again).
+        structured = self.structured
+        bad_json = (
+            structured is not None
+            and response.state == "complete"
+            and not structured.valid(response)
+        )
+        failed = response.finish_reason in ("error", "content_filter")
+        if response.state != "complete" or bad_json or failed:
+            success = 0.0
+        elif response.finish_reason == "length":
+            success = 0.5  # cut at max_tokens: usable or not, the router cannot tell
+        else:
+            success = 1.0
+        decision = self.decision
+        self.record(decision, _outcome(decision, response, success, response.state), self.envelope)
 
 
 def _outcome(decision: Decision, response: Response, success: float, state: str) -> Outcome:

@@ -25,7 +25,9 @@ it had. The final, strict reading is `extract_json()` plus a validator (`_output
 from __future__ import annotations
 
 import json
+import json.decoder
 import re
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["PartialJSON", "extract_json", "parse_partial_json"]
@@ -60,6 +62,20 @@ _MIN_STEP = 32
 _NOTHING: Any = object()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)  # NaN, Infinity: not JSON (the character parser refuses them too)
+
+
+# C scanners for values already complete in the buffer: a whole string or container is read
+# at C speed (50x the character loop); an incomplete one fails and the loop takes over. A
+# failed try costs a scan of the rest of the buffer and an exception, so containers are tried
+# only when at least _WHOLE_MIN characters follow (a burst, or the text of a finished call),
+# strings only when a quote follows.
+_WHOLE = json.JSONDecoder(parse_constant=_no_constant, strict=False).raw_decode
+_scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_WHOLE_MIN = 256
+
+
 class PartialJSON:
     """Incremental tolerant parser for one JSON document (see the module docstring).
 
@@ -74,6 +90,7 @@ class PartialJSON:
     """
 
     __slots__ = (
+        "_deep",
         "_root",
         "_scalar_root",
         "_shown",
@@ -100,6 +117,7 @@ class PartialJSON:
         self._str_len = 0  # its length so far
         self._shown = 0  # its length when last materialized
         self._version = 0  # bumps on every visible change
+        self._deep = False  # nested too deep for the C scanner: containers go by the loop
         self.done = False
         self.failed = False
 
@@ -194,6 +212,15 @@ class PartialJSON:
             container.append(value)
         self._state = _AFTER
 
+    def _place_whole(self, value: Any) -> None:
+        """A value that arrived complete (read by the C scanner)."""
+        if not self._stack:
+            self._version += 1
+            self._root = value
+            self.done = True
+            return
+        self._place(value)
+
     def _run(self, buf: str) -> int:  # noqa: C901 - one state machine reads best as one loop
         i = 0
         n = len(buf)
@@ -217,6 +244,24 @@ class PartialJSON:
                     i = j
                     continue
             if state in (_VALUE, _ELEMENT_OR_CLOSE):
+                if (
+                    n - i >= _WHOLE_MIN and not self._deep
+                    if c == "{" or c == "["
+                    else c == '"' and buf.find('"', i + 1) >= 0
+                ):
+                    # Complete already? Then the C scanner reads it whole.
+                    try:
+                        whole, end = _WHOLE(buf, i)
+                    except (ValueError, StopIteration):
+                        pass
+                    except RecursionError:  # the C scanner recurses; this document nests
+                        self._deep = True  # deeper than it can: the loop reads its containers
+                    else:
+                        self._place_whole(whole)
+                        i = end
+                        if self.done:
+                            return n
+                        continue
                 if c == "{":
                     obj: dict[str, Any] = {}
                     self._place(obj)
@@ -267,6 +312,16 @@ class PartialJSON:
                     raise _Malformed
             elif state in (_KEY, _KEY_NEXT):
                 if c == '"':
+                    if buf.find('"', i + 1) >= 0:
+                        try:
+                            key, end = _scanstring(buf, i + 1, False)
+                        except ValueError:
+                            pass
+                        else:
+                            stack[-1][1] = key
+                            self._state = _COLON
+                            i = end
+                            continue
                     self._str = []
                     self._str_key = True
                     self._str_len = 0

@@ -96,9 +96,10 @@ class Accumulator:
         self.started = started
         self._text: list[str] = []
         self._joined = 0  # pieces of _text already joined into blocks
-        self._thinking: list[str] = []
-        self._calls: dict[int, list[Any]] = {}
-        self._gaps = array("d")  # seconds between deltas: 8 bytes each, not a float object
+        # Made when first needed: a call waiting for its headers holds only what it uses.
+        self._thinking: list[str] | None = None
+        self._calls: dict[int, list[Any]] | None = None
+        self._gaps: array[float] | None = None  # seconds between deltas, 8 bytes each
         self.usage: Usage = MISSING_USAGE
         self.finish_reason: FinishReason | None = None
         self.raw_finish_reason: str | None = None
@@ -117,12 +118,17 @@ class Accumulator:
                 text[self._joined :] = ["".join(text[self._joined :])]
                 self._joined += 1
         elif kind is ThinkingDelta:
+            if self._thinking is None:
+                self._thinking = []
             self._thinking.append(event.text)  # type: ignore[union-attr]
         elif kind is ToolCallDelta:
             assert isinstance(event, ToolCallDelta)
-            slot = self._calls.get(event.index)
+            calls = self._calls
+            if calls is None:
+                calls = self._calls = {}
+            slot = calls.get(event.index)
             if slot is None:
-                self._calls[event.index] = [event.id, event.name, [event.arguments]]
+                calls[event.index] = [event.id, event.name, [event.arguments]]
             else:
                 if event.id and not slot[0]:
                     slot[0] = event.id
@@ -140,8 +146,9 @@ class Accumulator:
             return
         if self.first_at is None:
             self.first_at = now
+            self._gaps = array("d")
         else:
-            self._gaps.append(now - self.last_at)
+            self._gaps.append(now - self.last_at)  # type: ignore[union-attr]
         self.last_at = now
 
     @property
@@ -152,7 +159,7 @@ class Accumulator:
     @property
     def thinking(self) -> str:
         """The thinking/reasoning text so far."""
-        return "".join(self._thinking)
+        return "".join(self._thinking) if self._thinking is not None else ""
 
     @property
     def has_output(self) -> bool:
@@ -161,6 +168,8 @@ class Accumulator:
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         """The tool calls so far, in index order, arguments joined."""
+        if self._calls is None:
+            return ()
         return tuple(
             ToolCall(slot[0] or f"call_{index}", slot[1] or "", "".join(slot[2]))
             for index, slot in sorted(self._calls.items())
@@ -168,7 +177,7 @@ class Accumulator:
 
     def metrics(self, end: float) -> Metrics:
         """TTFT, inter-token latency and rate for this attempt, ended at `end` (seconds)."""
-        gaps = self._gaps
+        gaps = self._gaps or ()
         ttft = None if self.first_at is None else self.first_at - self.started
         itl_mean = itl_p95 = None
         if gaps:
@@ -210,6 +219,35 @@ class Supervisor:
             request's discounted price).
     """
 
+    __slots__ = (
+        "_attempts",
+        "_call",
+        "_continuation",
+        "_discarded",
+        "_meta",
+        "_observers",
+        "_partials",
+        "_price",
+        "_read_at",
+        "_reset_error",
+        "_watch",
+        "acc",
+        "attempt",
+        "clock",
+        "decision",
+        "decoder",
+        "model",
+        "on_end",
+        "policy",
+        "provider",
+        "reading_since",
+        "secrets",
+        "started",
+        "stream",
+        "structured",
+        "timeouts",
+    )
+
     def __init__(
         self,
         provider: Provider,
@@ -241,9 +279,10 @@ class Supervisor:
         self.attempt = 0
         self.acc = Accumulator(self.started)
         self.decoder: StreamDecoder | None = None
-        self._attempts: list[Attempt] = []
-        self._partials: list[Response] = []
-        self._discarded: list[str] = []
+        # Tuples, grown by the rare failed attempt: empty ones cost nothing per call.
+        self._attempts: tuple[Attempt, ...] = ()
+        self._partials: tuple[Response, ...] = ()
+        self._discarded: tuple[str, ...] = ()
         self._reset_error: ProviderError | None = None
         self.reading_since: float | None = None
         self._read_at: float | None = None  # when the current network read returned
@@ -403,7 +442,7 @@ class Supervisor:
         if self._reset_error is not None:
             reset = Reset(self.attempt, "".join(self._discarded), self._reset_error)
             self._reset_error = None
-            self._discarded.clear()
+            self._discarded = ()
             for watcher in self._watch:
                 watcher.reset(reset)
             return (reset, *events)
@@ -480,7 +519,7 @@ class Supervisor:
         delay = self._next_delay(error, partial)
         if delay is None:
             error.partial = self._longest_partial(partial)
-            error.attempts = tuple(self._attempts)
+            error.attempts = self._attempts
             self._ended(error.partial, error)
             raise error
         return delay
@@ -506,18 +545,18 @@ class Supervisor:
             total = self.timeouts.total
             if total is not None and self.clock() - self.started + delay >= total:
                 delay = None
-        self._attempts.append(
+        self._attempts += (
             Attempt(
                 self.attempt, error, len(partial.text), delay or 0.0, partial.usage, self._price
-            )
+            ),
         )
-        self._partials.append(partial)
+        self._partials += (partial,)
         if delay is not None:
             for watcher in self._watch:
                 watcher.retry(self.attempt, error, delay)
         if delay is not None and self.stream:
             if self.acc.has_output:  # text, thinking or tool-call deltas were shown
-                self._discarded.append(partial.text)
+                self._discarded += (partial.text,)
             if self._discarded:
                 # What this and earlier failed attempts showed is cleared by one Reset,
                 # yielded before the next attempt's first event.
@@ -526,11 +565,11 @@ class Supervisor:
 
     def _longest_partial(self, last: Response) -> Response:
         best = max(self._partials, key=lambda r: len(r.text), default=last)
-        return replace(best, attempts=tuple(self._attempts))
+        return replace(best, attempts=self._attempts)
 
     def _finish(self, state: ResponseState) -> Response:
-        self._attempts.append(
-            Attempt(self.attempt, None, len(self.acc.text), 0.0, self.acc.usage, self._price)
+        self._attempts += (
+            Attempt(self.attempt, None, len(self.acc.text), 0.0, self.acc.usage, self._price),
         )
         response = self._build(state)
         if response.metrics.buffered:
@@ -593,7 +632,7 @@ class Supervisor:
             provider=self.provider.label,
             decision=self.decision,
             metrics=acc.metrics(self.clock()),
-            attempts=tuple(self._attempts),
+            attempts=self._attempts,
             thinking=acc.thinking,
             raw_finish_reason=acc.raw_finish_reason,
             response_id=response_id,

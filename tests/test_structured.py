@@ -267,6 +267,31 @@ def test_streamed_partial_objects_grow_and_the_final_is_validated(server: Replay
     assert values[-1] == [p.model_dump() for p in PEOPLE]
 
 
+def test_a_long_burst_costs_few_parses_and_its_values_still_grow(server: ReplayServer) -> None:
+    # 2,000 people (about 120 KB) in 8-character deltas, written as fast as the socket takes
+    # them: a burst. The amount held grows with the text, so the partial values number a few
+    # dozen (not one per 64 characters), each a growing prefix of the final value.
+    people = [{"name": f"P{i}", "age": i % 90, "city": 'Lima "centro"'} for i in range(2000)]
+    text = json.dumps(people)
+    head = '{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+    events = [
+        f'data: {head}[{{"index":0,"delta":{{"content":{json.dumps(text[i : i + 8])}}},'
+        '"finish_reason":null}]}\n\n'
+        for i in range(0, len(text), 8)
+    ]
+    events.append(f'data: {head}[{{"index":0,"delta":{{}},"finish_reason":"stop"}}]}}\n\n')
+    events.append("data: [DONE]\n\n")
+    client, _ = chat_client(server, Reply("".join(events).encode()))
+    with client, client.stream("People.", schema=list[Person]) as stream:
+        partials = [json.dumps(p) for p in stream.partial_objects()]
+    assert [p.model_dump() for p in stream.final().parsed] == people
+    assert 3 <= len(partials) <= 200  # len(text) / 64 would be about 1,900
+    values = [json.loads(p) for p in partials]
+    for before, after in itertools.pairwise(values):
+        assert is_prefix(before, after)
+    assert values[-1] == people
+
+
 def test_a_length_cut_says_so_and_keeps_the_last_partial(server: ReplayServer) -> None:
     client, _ = chat_client(
         server, Reply.from_file(RECORDINGS / "openai_chat/structured_length.sse")
@@ -281,6 +306,22 @@ def test_a_length_cut_says_so_and_keeps_the_last_partial(server: ReplayServer) -
     assert err.truncated and err.response.finish_reason == "length"
     assert err.partial == [PEOPLE[0].model_dump(), {"name": "Kenj"}]
     assert last is not None and is_prefix(last, err.partial)
+
+
+def test_partial_objects_start_over_after_a_retry(server: ReplayServer) -> None:
+    # The first attempt breaks after some output; the retry's text starts from the beginning,
+    # so the parser starts over.
+    body = (RECORDINGS / "openai_chat/structured.sse").read_bytes()
+    url = server.add([Reply(body, cut_after=len(body) // 2, cut="reset"), Reply(body)])
+    with Client(base_url=url + "/v1", retry=RetryPolicy(2, initial_delay=0.01)) as client:
+        with client.stream("Three people.", schema=list[Person]) as stream:
+            values = [json.loads(json.dumps(p)) for p in stream.partial_objects()]
+        assert stream.final().parsed == PEOPLE
+    # Both attempts send the same text, so every value is a prefix of the final one; a parser
+    # that went on after the Reset would read the retry's `[{"name"...` mid-document and fail.
+    final = [p.model_dump() for p in PEOPLE]
+    assert all(is_prefix(v, final) for v in values)
+    assert values[-1] == final
 
 
 def test_async_partial_objects(server: ReplayServer) -> None:
@@ -400,6 +441,20 @@ def test_malformed_json_never_raises() -> None:
     assert parser.feed("more") is False
     assert parse_partial_json("no JSON here") is None
     assert parse_partial_json('{"city": "Paris", "unit"') == {"city": "Paris"}
+
+
+def test_nesting_deeper_than_the_c_scanner_never_raises() -> None:
+    # Complete containers are read by json's C scanner, which recurses: a document nested
+    # past the recursion limit goes back to the character loop (once, not once per level).
+    depth = 20_000
+    value = parse_partial_json("[" * depth + "1" + "]" * depth)
+    for _ in range(depth):
+        assert type(value) is list and len(value) == 1
+        value = value[0]
+    assert value == 1
+    parser = PartialJSON()
+    parser.feed('{"a": ' + "[" * depth)
+    assert parser.value() is not None and not parser.failed
 
 
 def test_tool_call_arguments_grow_as_they_stream(server: ReplayServer) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -346,6 +346,11 @@ def atomic(
     return _Atomic(events, model, response_id, continuation)
 
 
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""The decoder's C scanner: one value from an index. `json.loads` wraps it in two Python
+calls (about 0.5 us per event, a tenth of the per-chunk cost of a stream)."""
+
+
 def loads_event(provider: str, data: str) -> Any:
     """`json.loads` for an SSE data field, failing with a ProtocolError that shows the data.
 
@@ -353,6 +358,12 @@ def loads_event(provider: str, data: str) -> Any:
         ProtocolError: the data is not JSON (a proxy's page, a cut line).
     """
     try:
+        value, end = _SCAN(data, 0)
+        if end == len(data):  # the usual event: one value, nothing around it
+            return value
+    except (ValueError, StopIteration):
+        pass
+    try:  # whitespace around the value, or not JSON: json.loads decides, as it always did
         return json.loads(data)
     except ValueError:
         pass

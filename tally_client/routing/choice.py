@@ -127,7 +127,7 @@ def choose_model(
     """
     fits = candidates(envelope, models)
     if len(models) == 1:
-        return models[0], 1.0, (f"{models[0].name} is the only configured model",)
+        return models[0], 1.0, (_only_model(models[0].name),)
     need = needed_quality(envelope)
     good = [m for m in fits if m.quality >= need]
     if good:
@@ -149,3 +149,16 @@ def choose_model(
         0.5,
         (f"{best.name}: the strongest configured model; the task wants quality {need}",),
     )
+
+
+_ONLY: dict[str, str] = {}
+
+
+def _only_model(name: str) -> str:
+    """The reason for a client with one model: one shared string per model name."""
+    reason = _ONLY.get(name)
+    if reason is None:
+        if len(_ONLY) >= 256:  # names come from the client's configuration: few; stay bounded
+            _ONLY.clear()
+        reason = _ONLY[name] = f"{name} is the only configured model"
+    return reason

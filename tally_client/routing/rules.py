@@ -71,13 +71,7 @@ def delivery(
         reasons = tuple(listed)
     if fixed is None:
         return stream, confidence, reasons, phases
-    how = "stream()" if fixed else "complete()"
-    if fixed == stream:
-        said = f"the caller chose {how}, as the rules would have"
-    else:
-        rule = "stream" if stream else "atomic"
-        said = f"the caller chose {how}; the rules alone would have said {rule}"
-    return fixed, 1.0, (said, *reasons), phases
+    return fixed, 1.0, (_CALLER_CHOSE[fixed, stream], *reasons), phases
 
 
 def _signals(envelope: Envelope, model: ModelSpec | None) -> list[_Signal]:
@@ -115,7 +109,7 @@ def _signals(envelope: Envelope, model: ModelSpec | None) -> list[_Signal]:
         "pipeline",
     ):
         # Only worth anything if someone may be watching the text arrive.
-        signals.append((0.5, f"{envelope.structure_type} can be shown as it arrives"))
+        signals.append((0.5, _SHOWN[envelope.structure_type]))
     if envelope.time_sensitive and consumer == "human":
         signals.append((0.5, "time-sensitive for a reader: first token as early as possible"))
     return signals
@@ -164,3 +158,13 @@ def batch_reason(envelope: Envelope, model: ModelSpec) -> str | None:
         f"a pipeline that can wait {wait / 3600:g} h: {model.provider}'s Batch API returns "
         f"results within 24 h and costs {saving:.0%} less"
     )
+
+
+# Reasons that every call of a kind gives: one shared string each, not one per call.
+_SHOWN = {kind: f"{kind} can be shown as it arrives" for kind in ("prose", "code", "mixed")}
+_CALLER_CHOSE = {
+    (True, True): "the caller chose stream(), as the rules would have",
+    (False, False): "the caller chose complete(), as the rules would have",
+    (True, False): "the caller chose stream(); the rules alone would have said atomic",
+    (False, True): "the caller chose complete(); the rules alone would have said stream",
+}
