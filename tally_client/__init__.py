@@ -16,9 +16,8 @@ from __future__ import annotations
 import atexit
 import sys
 from collections.abc import Sequence
-from typing import IO, Any, TypeVar, Unpack
+from typing import IO, TYPE_CHECKING, Any, TypeVar, Unpack
 
-from ._batch import AsyncBatchJob, BatchItemError, BatchJob, BatchResult, BatchStatus
 from ._client import AsyncClient, BaseCallOptions, CallOptions, Client
 from ._decision import Confidence, Decision, ModelSpec, PhasePlan, Price
 from ._envelope import Envelope, build_envelope
@@ -57,8 +56,6 @@ from ._events import (
     ToolCallDelta,
     UsageReported,
 )
-from ._limiter import AdaptiveLimit, LimitChange
-from ._map import ItemError, MapResult
 from ._observe import CallInfo, CallObserver, Observer
 from ._output import PartialToolCall, PartialToolCalls
 from ._partial import PartialJSON, parse_partial_json
@@ -67,10 +64,57 @@ from ._response import Attempt, FinishReason, Metrics, Response, ResponseState, 
 from ._retry import RetryPolicy, Timeouts
 from ._stream import AsyncStream, Stream
 from ._supervisor import ProxyBufferingWarning
-from ._toolrun import AsyncToolRun, ToolRun, ToolRunEvent
-from ._tools import ToolCallStarted, ToolResult, ToolRound, tool_from_function
 from .routing import ContextLengthError, EmbeddedRouter, Router
-from .routing.remote import TallyRouter
+
+if TYPE_CHECKING:
+    from ._batch import AsyncBatchJob, BatchItemError, BatchJob, BatchResult, BatchStatus
+    from ._limiter import AdaptiveLimit, LimitChange
+    from ._map import ItemError, MapResult
+    from ._toolrun import AsyncToolRun, ToolRun, ToolRunEvent
+    from ._tools import ToolCallStarted, ToolResult, ToolRound, tool_from_function
+    from .routing.remote import TallyRouter
+
+# Loaded on first use (PEP 562), so `import tally_client` pays only for the call path: the
+# Batch API, pipelines, tool loops and the hosted router each cost milliseconds to import.
+_LAZY: dict[str, str] = {
+    "AsyncBatchJob": "_batch",
+    "BatchItemError": "_batch",
+    "BatchJob": "_batch",
+    "BatchResult": "_batch",
+    "BatchStatus": "_batch",
+    "AdaptiveLimit": "_limiter",
+    "LimitChange": "_limiter",
+    "ItemError": "_map",
+    "MapResult": "_map",
+    "AsyncToolRun": "_toolrun",
+    "ToolRun": "_toolrun",
+    "ToolRunEvent": "_toolrun",
+    "ToolCallStarted": "_tools",
+    "ToolResult": "_tools",
+    "ToolRound": "_tools",
+    "tool_from_function": "_tools",
+    "TallyRouter": "routing.remote",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("tally-client")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "APIStatusError",
@@ -243,11 +287,3 @@ def ask_stream(
                 out.write(f"\n[connection lost; retrying (attempt {event.attempt})]\n")
     out.write("\n")
     return stream.final()
-
-
-def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        from importlib.metadata import version
-
-        return version("tally-client")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

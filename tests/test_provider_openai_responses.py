@@ -279,7 +279,7 @@ def test_llama_server_shapes() -> None:
     )  # fmt: skip
     decoder, acc, _ = decode(body)
     assert decoder.terminal and decoder.model == "smollm2" and decoder.response_id == "resp_L"
-    assert "".join(acc._thinking) == "Thinking."
+    assert acc.thinking == "Thinking."
     assert acc.text == "Let me check."
     assert list(acc.tool_calls()) == [
         ToolCall("fc_1", "get_weather", '{"city":"Paris"}'),
