@@ -176,7 +176,10 @@ class PartialJSON:
         tail = self._tail.rstrip()
         m = _NUMBER.match(tail)
         if m is not None and m.end() == len(tail) and self._state in (_VALUE, _ELEMENT_OR_CLOSE):
-            self._place(json.loads(tail))
+            try:
+                self._place(_number(tail))
+            except _Malformed:
+                self.failed = True
             self._tail = ""
         return self._version != before
 
@@ -288,7 +291,7 @@ class PartialJSON:
                         return i  # the number may go on
                     if _NUMBER.fullmatch(buf, i, end) is None:
                         raise _Malformed
-                    self._place(json.loads(buf[i:end]))
+                    self._place(_number(buf[i:end]))
                     i = end
                 elif c in _LITERALS:
                     word, value = _LITERALS[c]
@@ -435,6 +438,15 @@ class PartialJSON:
 
 class _Malformed(Exception):
     """Internal: the text cannot continue as JSON."""
+
+
+def _number(text: str) -> Any:
+    """A complete JSON number; one json refuses (an integer over Python's 4,300-digit limit)
+    is malformed here, never a raised ValueError."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise _Malformed from None
 
 
 def _hex(digits: str) -> int:

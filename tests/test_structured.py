@@ -443,6 +443,21 @@ def test_malformed_json_never_raises() -> None:
     assert parse_partial_json('{"city": "Paris", "unit"') == {"city": "Paris"}
 
 
+def test_an_integer_past_pythons_digit_limit_is_malformed_not_raised() -> None:
+    # json refuses integers over 4,300 digits (a ValueError); a model stuck repeating digits
+    # must not crash partial_objects(): the value so far stays, marked failed.
+    digits = "9" * 5_000
+    assert parse_partial_json("[" + digits + "]") == []
+    parser = PartialJSON()
+    parser.feed('{"a": 1, "b": ' + digits + ', "c": 2}')
+    assert parser.failed and parser.value() == {"a": 1}
+    parser = PartialJSON()
+    parser.feed('{"a": 1, "b": ' + digits)  # the number may go on ...
+    assert not parser.failed
+    parser.finish()  # ... until the text ends
+    assert parser.failed and parser.value() == {"a": 1}
+
+
 def test_nesting_deeper_than_the_c_scanner_never_raises() -> None:
     # Complete containers are read by json's C scanner, which recurses: a document nested
     # past the recursion limit goes back to the character loop (once, not once per level).
