@@ -316,6 +316,30 @@ def test_async_client_asks_the_router_without_blocking_its_loop(
 # -- one time budget for the whole decision -------------------------------------------------
 
 
+@pytest.mark.parametrize("run", ["sync", "async"])
+def test_a_raising_fallback_carries_no_httpx_error_on_its_chain(run: str) -> None:
+    # An httpx error's request holds the Tally key; a user's fallback router that raises
+    # must not drag it along as the exception's context.
+    class Broken(EmbeddedRouter):
+        def route(self, *args: Any, **kwargs: Any) -> Decision:
+            raise RuntimeError("the fallback router failed")
+
+    router = TallyRouter(KEY, _closed_port(), timeout=1, telemetry=False, fallback=Broken())
+    envelope = build_envelope(task_type="chat")
+    with pytest.raises(RuntimeError) as info:
+        if run == "sync":
+            router.route(envelope, MODELS)
+        else:
+            anyio.run(router.aroute, envelope, MODELS)
+    chain: list[BaseException] = []
+    error: BaseException | None = info.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert not any(isinstance(e, httpx.HTTPError) for e in chain), chain
+    router.close()
+
+
 @pytest.mark.parametrize("phase", ["headers", "body"])
 def test_a_trickling_answer_cannot_stretch_the_budget(tally: TallyServer, phase: str) -> None:
     # One byte every 50 ms: each read returns long before a per-read limit of 0.3 s would

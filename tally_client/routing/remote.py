@@ -306,9 +306,13 @@ class TallyRouter:
                 DEADLINE.reset(token)  # the fallback (and the call) run without it
             decision = self._read(reply.status_code, content, started, envelope, fits, choice)
         except (httpx.HTTPError, _Unusable) as exc:  # advisory: never raised into the call
-            return self._fall_back(exc, envelope, models, choice)
-        self._remember(decision.id, envelope)
-        return decision
+            failure: Exception = exc
+        else:
+            self._remember(decision.id, envelope)
+            return decision
+        # Outside the handler: should the fallback raise, its context is not an httpx error
+        # (whose request carries the Tally key).
+        return self._fall_back(failure, envelope, models, choice)
 
     async def aroute(
         self, envelope: Envelope, models: Sequence[ModelSpec], choice: CallerChoice = NO_CHOICE
@@ -341,9 +345,13 @@ class TallyRouter:
                 raise _TimedOut(self.timeout)
             decision = self._read(status, content, started, envelope, fits, choice)
         except (httpx.HTTPError, _Unusable) as exc:  # advisory: never raised into the call
-            return self._fall_back(exc, envelope, models, choice)
-        self._remember(decision.id, envelope)
-        return decision
+            failure: Exception = exc
+        else:
+            self._remember(decision.id, envelope)
+            return decision
+        # Outside the handler: should the fallback raise, its context is not an httpx error
+        # (whose request carries the Tally key).
+        return self._fall_back(failure, envelope, models, choice)
 
     def _read(
         self,
