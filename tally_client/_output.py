@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import replace
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any
@@ -265,7 +271,7 @@ class PartialObjects:
         if self._end(held):
             yield self._parser.value()
 
-    async def afollow(self, events: AsyncIterable[StreamEvent]) -> AsyncIterator[Any]:
+    async def afollow(self, events: AsyncIterable[StreamEvent]) -> AsyncGenerator[Any, None]:
         """`follow` for an async stream."""
         held: list[str] = []
         size = 0

@@ -448,8 +448,9 @@ class AsyncStream(_StreamBase, Generic[T]):
         tracker = PartialObjects(self._sup.structured)
         events = aiter(self)
         try:
-            async for value in tracker.afollow(events):
-                yield value
+            async with contextlib.aclosing(tracker.afollow(events)) as values:
+                async for value in values:
+                    yield value
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 

@@ -58,11 +58,16 @@ def test_async_methods_are_coroutines_where_the_sync_ones_block() -> None:
 
 
 def test_import_loads_no_provider_sdk_or_provider_module() -> None:
+    # Nor what only some programs use (Batch API, pipelines, tool loops, the hosted router):
+    # those names load on first use (PEP 562), which keeps `import tally_client` cheap.
     code = (
         "import sys, tally_client\n"
         "heavy = {'openai', 'anthropic', 'google.genai', 'partial_json_parser',\n"
         "         'tally_client.providers.openai_chat', 'tally_client.providers.anthropic',\n"
-        "         'tally_client.providers.gemini', 'tally_client.providers.openai_responses'}\n"
+        "         'tally_client.providers.gemini', 'tally_client.providers.openai_responses',\n"
+        "         'tally_client._batch', 'tally_client.providers._batch', 'tally_client._map',\n"
+        "         'tally_client._limiter', 'tally_client._tools', 'tally_client._toolrun',\n"
+        "         'tally_client.routing.remote', 'typing_extensions'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -74,6 +79,23 @@ def test_all_is_sorted_and_complete() -> None:
     for name in tally_client.__all__:
         assert hasattr(tally_client, name), name
     assert tally_client.__version__
+
+
+def test_lazy_names_load_on_first_use_and_star_import_gets_them_all() -> None:
+    code = (
+        "import sys, tally_client\n"
+        "assert 'tally_client._batch' not in sys.modules\n"
+        "assert 'BatchJob' in dir(tally_client)\n"
+        "from tally_client import BatchJob\n"
+        "assert BatchJob.__module__ == 'tally_client._batch'\n"
+        "namespace = {}\n"
+        "exec('from tally_client import *', namespace)\n"
+        "print(sorted(set(tally_client.__all__) - set(namespace)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        tally_client.NoSuchName  # noqa: B018
 
 
 def test_client_repr_never_shows_the_key() -> None:
