@@ -411,6 +411,9 @@ class _Run:
         try:
             self._open_file(path)
         except OSError as exc:
+            if self._file is not None:  # opened, then truncating or the header failed
+                self._file.close()
+                self._file = None
             raise CheckpointError(
                 f"could not open the checkpoint {path}: {exc.strerror or exc}", path
             ) from exc
