@@ -16,11 +16,11 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from tally_client import RetryPolicy, tool_from_function
+from tally_client import AsyncToolRun, RetryPolicy, ToolRun, tool_from_function
 from tally_client.testing import ReplayServer, Reply, Scenario
 from tally_client.web import RelayResult, describe_tool_error
 
-from .relay_app import LazyClient, parse_sse, post, relay_app, vercel_parts
+from .relay_app import LazyClient, noticing_leave, parse_sse, post, relay_app, vercel_parts
 from .servers import serve
 
 RECORDINGS = Path(__file__).parent.parent / "recordings" / "openai_chat"
@@ -236,6 +236,7 @@ def test_leaving_mid_synthesis_closes_the_round_and_cancels_the_run(sync: bool) 
 @pytest.mark.parametrize("sync", [False, True], ids=IDS)
 def test_leaving_while_a_tool_runs_starts_no_further_round(sync: bool) -> None:
     started, release = threading.Event(), threading.Event()
+    left, closed = threading.Event(), threading.Event()
 
     def slow(city: str, unit: str = "celsius") -> str:
         """Weather, slowly."""
@@ -246,11 +247,31 @@ def test_leaving_while_a_tool_runs_starts_no_further_round(sync: bool) -> None:
     slow_weather = tool_from_function(slow, name="get_weather")
 
     with ReplayServer() as server:
-        app, results, url = tool_app(server, reply("tool_call.json"), reply("text.sse"),
-                                     sync=sync, tools=[slow_weather])  # fmt: skip
+        url = server.add(Scenario(reply("tool_call.json"), reply("text.sse")))
+        lazy = LazyClient(url, retry=RetryPolicy(1))
+        results: list[RelayResult] = []
+
+        def make() -> AsyncToolRun | ToolRun:
+            if not sync:
+                return lazy.tool_run(tools=[slow_weather])
+            run = lazy.sync_tool_run(tools=[slow_weather])
+            close = run.close
+
+            def noted_close() -> None:
+                close()
+                closed.set()
+
+            run.close = noted_close  # type: ignore[method-assign]
+            return run
+
+        app = noticing_leave(relay_app(make, results), left)
         with serve(app) as base:
             seen = leave_after(base, b"tool-input-available", then=started)
-            time.sleep(0.5)  # the server notices the browser left while the tool runs
+            assert left.wait(5)  # the relay saw the browser leave: its body is cancelled
+            # A sync run's thread sits in the tool, out of reach of the cancellation: the
+            # relay's close marks the run closed. (An async run closes after the tool
+            # returns, so only the cancellation is waited for.)
+            assert not sync or closed.wait(5)
             release.set()
             result = wait_for_result(results)
         assert len(server.requests(url)) == 1  # the synthesis never went out
