@@ -395,7 +395,15 @@ def test_sync_bridge_holds_the_producer_back_and_close_releases_it() -> None:
 
         thread = threading.Thread(target=produce, args=(100,), daemon=True)
         thread.start()
-        await asyncio.sleep(0.2)
+
+        async def until_handed(count: int) -> None:
+            for _ in range(500):  # up to about 5 s
+                if len(handed) >= count:
+                    return
+                await asyncio.sleep(0.01)
+
+        await until_handed(4)
+        await asyncio.sleep(0.1)  # time to hand a fifth over, were there room
         assert len(handed) == 4 and thread.is_alive()  # full: the thread waits for room
         got = [(await bridge.get()).text for _ in range(100)]  # type: ignore[union-attr]
         assert got == [str(i) for i in range(100)]
@@ -403,8 +411,9 @@ def test_sync_bridge_holds_the_producer_back_and_close_releases_it() -> None:
         assert not thread.is_alive()
         blocked = threading.Thread(target=produce, args=(10,), daemon=True)
         blocked.start()
+        await until_handed(104)
         await asyncio.sleep(0.1)
-        assert blocked.is_alive()
+        assert len(handed) == 104 and blocked.is_alive()
         bridge.close()  # the response ended: the producer is let go, its items dropped
         await asyncio.to_thread(blocked.join, 5)
         assert not blocked.is_alive()
