@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from starlette.responses import StreamingResponse
     from starlette.types import Message, Receive, Scope, Send
 
-    from ._response import Response
+    from ._response import Response, ToolCall
     from ._routing import Decision
 
 __all__ = [
@@ -416,6 +416,28 @@ class _VercelEncoder(_Encoder):
         self._input_errors.clear()
         return self._part({"type": "finish-step"}) + self._part({"type": "start-step"})
 
+    def _tool_input(self, call_id: str, call: ToolCall) -> str:
+        """The call's input part: `tool-input-available` with the parsed arguments, or
+        `tool-input-error` when they are not JSON (noted, so its result adds no second error
+        part). The error text names the tool only: the arguments stay in `input`."""
+        try:
+            args = call.parsed_arguments()
+        except ValueError:
+            self._input_errors.add(call_id)
+            return self._part(
+                {
+                    "type": "tool-input-error",
+                    "toolCallId": call_id,
+                    "toolName": call.name,
+                    "input": call.arguments,
+                    "errorText": f"The model's arguments for {call.name} are not valid JSON.",
+                }
+            )
+        part: dict[str, Any] = {"type": "tool-input-available", "toolCallId": call_id}
+        part["toolName"] = call.name
+        part["input"] = args
+        return self._part(part)
+
     def _close_open(self) -> str:
         out = ""
         if self._reasoning_prefix is not None:
@@ -497,29 +519,7 @@ class _VercelEncoder(_Encoder):
                 {"type": "tool-input-start", "toolCallId": call_id, "toolName": call.name}
             )
         self._sent_ids[call.id] = call_id
-        try:
-            args = call.parsed_arguments()
-        except ValueError:
-            self._input_errors.add(call_id)
-            out += self._part(
-                {
-                    "type": "tool-input-error",
-                    "toolCallId": call_id,
-                    "toolName": call.name,
-                    "input": call.arguments,
-                    "errorText": f"The model's arguments for {call.name} are not valid JSON.",
-                }
-            )
-        else:
-            out += self._part(
-                {
-                    "type": "tool-input-available",
-                    "toolCallId": call_id,
-                    "toolName": call.name,
-                    "input": args,
-                }
-            )
-        return out.encode()
+        return (out + self._tool_input(call_id, call)).encode()
 
     def tool_result(self, event: ToolResult, error_text: str) -> bytes:
         self._step_done = True
@@ -568,27 +568,7 @@ class _VercelEncoder(_Encoder):
                 out += self._part(
                     {"type": "tool-input-start", "toolCallId": call_id, "toolName": call.name}
                 )
-            try:
-                args = call.parsed_arguments()
-            except ValueError as exc:
-                out += self._part(
-                    {
-                        "type": "tool-input-error",
-                        "toolCallId": call_id,
-                        "toolName": call.name,
-                        "input": call.arguments,
-                        "errorText": f"the arguments are not valid JSON: {exc}",
-                    }
-                )
-            else:
-                out += self._part(
-                    {
-                        "type": "tool-input-available",
-                        "toolCallId": call_id,
-                        "toolName": call.name,
-                        "input": args,
-                    }
-                )
+            out += self._tool_input(call_id, call)
         out += self._part({"type": "finish-step"})
         finish: dict[str, Any] = {"type": "finish", "messageMetadata": metadata}
         finish["finishReason"] = _FINISH_REASONS.get(response.finish_reason or "", "other")

@@ -376,3 +376,22 @@ def test_smoothing_a_tool_run() -> None:
     assert types.count("tool-output-available") == 1
     deltas = [p["delta"] for p in parts if p["type"] == "text-delta"]
     assert "".join(deltas) == TEXT and 2 <= len(deltas) <= 5
+
+
+@pytest.mark.parametrize("max_rounds", [None, 1], ids=["the tool loop", "the final round"])
+def test_arguments_that_are_not_json_give_one_input_error(max_rounds: int | None) -> None:
+    good = reply("tool_call.json")
+    broken = good.replace(body=good.body.replace(b'\\"celsius\\"}', b'\\"cel'))
+    assert broken.body != good.body
+    call = {"max_rounds": max_rounds} if max_rounds else None
+    with ReplayServer() as server:
+        app, _, _ = tool_app(server, broken, reply("text.sse"), call=call)
+        with serve(app) as base:
+            parts = vercel_parts(post(base).content)
+    errors = [p for p in parts if p["type"].startswith("tool-") and "error" in p["type"]]
+    assert errors == [
+        {"type": "tool-input-error", "toolCallId": CALL_ID, "toolName": "get_weather",
+         "input": '{"city":"Paris","unit":"cel',
+         "errorText": "The model's arguments for get_weather are not valid JSON."},
+    ]  # fmt: skip
+    assert not any(p["type"] == "tool-input-available" for p in parts)
