@@ -687,7 +687,8 @@ class _Bridge(_Getter):
     The thread appends under a lock and wakes the loop only when the response task waits
     for an item (so a busy response takes many events per wake-up, not one callback per
     event); the task takes everything waiting at once. The thread blocks while `size` items
-    wait (backpressure into the read), until the task takes them or `close()` is called.
+    wait (backpressure into the read), until the task takes them or `close()` is called: at
+    most 2 * `size` items are held, `size` waiting and up to `size` taken and not yet sent.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int = QUEUE_SIZE) -> None:
