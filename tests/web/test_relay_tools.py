@@ -310,10 +310,17 @@ def test_the_guide_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
         try:
             exec(compile(snippet, "docs/web.md", "exec"), module.__dict__)
             with serve(module.app) as base, httpx.Client(timeout=30) as http:
-                body = {"messages": [{"role": "user", "content": "Weather in Paris?"}]}
+                ask = {
+                    "id": "m1",
+                    "role": "user",
+                    "parts": [{"type": "text", "text": "Weather in Paris?"}],
+                }
+                body = {"id": "chat1", "messages": [ask], "trigger": "submit-message"}
                 response = http.post(base + "/api/chat", json=body)
         finally:
             del sys.modules[module.__name__]
+        sent = server.requests(url)[0].json()["messages"]
+    assert sent[-1] == {"role": "user", "content": "Weather in Paris?"}  # useChat's parts, joined
     parts = vercel_parts(response.content)
     (output,) = [p for p in parts if p["type"] == "tool-output-available"]
     assert output["output"] == {"city": "Paris", "temperature": 21, "unit": "celsius"}
