@@ -416,6 +416,20 @@ class _VercelEncoder(_Encoder):
         self._input_errors.clear()
         return self._part({"type": "finish-step"}) + self._part({"type": "start-step"})
 
+    def _announced_id(self, call: ToolCall, position: int) -> str | None:
+        """The toolCallId under which a streamed round's deltas announced `call`, or None.
+
+        By id first; by position (the k-th call of the round, the k-th announced) when no
+        delta carried its id (a provider that names calls late or not at all), unless that
+        announced call was already matched to another.
+        """
+        announced = [self._tools[i][0] for i in sorted(self._tools)]
+        if call.id in announced:
+            return call.id
+        if position < len(announced) and announced[position] not in self._sent_ids.values():
+            return announced[position]
+        return None
+
     def _tool_input(self, call_id: str, call: ToolCall) -> str:
         """The call's input part: `tool-input-available` with the parsed arguments, or
         `tool-input-error` when they are not JSON (noted, so its result adds no second error
@@ -508,12 +522,9 @@ class _VercelEncoder(_Encoder):
         out = self._next_step() if self._step_done else ""
         out += self._close_open()
         call = event.call
-        # The k-th call of a round is the k-th one its deltas announced (a streamed round).
-        announced = [self._tools[i] for i in sorted(self._tools)]
         position, self._started = self._started, self._started + 1
-        if position < len(announced):
-            call_id = announced[position][0]
-        else:
+        call_id = self._announced_id(call, position)
+        if call_id is None:
             call_id = call.id
             out += self._part(
                 {"type": "tool-input-start", "toolCallId": call_id, "toolName": call.name}
@@ -560,14 +571,14 @@ class _VercelEncoder(_Encoder):
     def finish(self, response: Response, metadata: dict[str, Any]) -> bytes:
         out = self._next_step() if self._step_done and response.tool_calls else ""
         out += self._close_open()
-        by_id = {call_id: name for call_id, name in self._tools.values()}
-        announced = [self._tools[i] for i in sorted(self._tools)]
         for position, call in enumerate(response.tool_calls):
-            call_id = announced[position][0] if position < len(announced) else call.id
-            if call_id not in by_id:
+            call_id = self._announced_id(call, position)
+            if call_id is None:
+                call_id = call.id
                 out += self._part(
                     {"type": "tool-input-start", "toolCallId": call_id, "toolName": call.name}
                 )
+            self._sent_ids[call.id] = call_id
             out += self._tool_input(call_id, call)
         out += self._part({"type": "finish-step"})
         finish: dict[str, Any] = {"type": "finish", "messageMetadata": metadata}

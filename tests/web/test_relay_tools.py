@@ -402,3 +402,31 @@ def test_arguments_that_are_not_json_give_one_input_error(max_rounds: int | None
          "errorText": "The model's arguments for get_weather are not valid JSON."},
     ]  # fmt: skip
     assert not any(p["type"] == "tool-input-available" for p in parts)
+
+
+def test_started_calls_find_their_streamed_parts_by_id_then_by_position() -> None:
+    from tally_client import ToolCall, ToolCallDelta, ToolCallStarted
+    from tally_client.web import _VercelEncoder
+
+    def ids(frames: bytes) -> list[tuple[str, str]]:
+        return [(p["type"], p["toolCallId"]) for p in vercel_parts(frames)]
+
+    encoder = _VercelEncoder("data")
+    encoder.start("m1", {})
+    announced = encoder.tool(ToolCallDelta(0, "call_b", "lookup", "{}"))
+    announced += encoder.tool(ToolCallDelta(1, "call_a", "get_weather", "{}"))
+    announced += encoder.tool(ToolCallDelta(2, None, "get_weather", "{}"))  # no id streamed
+    assert ids(announced) == [
+        ("tool-input-start", "call_b"), ("tool-input-delta", "call_b"),
+        ("tool-input-start", "call_a"), ("tool-input-delta", "call_a"),
+        ("tool-input-start", "call_2"), ("tool-input-delta", "call_2"),
+    ]  # fmt: skip
+    # the run starts them in another order than the deltas came: each keeps its part
+    started = [ToolCall("call_a", "get_weather", "{}"), ToolCall("call_b", "lookup", "{}"),
+               ToolCall("call_c", "get_weather", "{}")]  # fmt: skip
+    frames = [encoder.tool_start(ToolCallStarted(call, 1)) for call in started]
+    assert [ids(f) for f in frames] == [
+        [("tool-input-available", "call_a")],
+        [("tool-input-available", "call_b")],
+        [("tool-input-available", "call_2")],  # no id to match: the third announced
+    ]
