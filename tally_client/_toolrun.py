@@ -244,8 +244,16 @@ class AsyncToolRun(_RunBase):
         return self._response
 
     async def close(self) -> None:
-        """Stop the run: cancel the round in flight (and tools running as tasks); no further
-        round starts. Idempotent; safe from any task."""
+        """Stop the run: close the round in flight; no further round starts. Idempotent; safe
+        from any task.
+
+        Tools already running are not interrupted by this call: from another task it only
+        marks the run closed, so the iterating task yields their results, then ends instead
+        of starting the next round. To stop running tools as well, cancel the task that
+        iterates the run (as the web relay does when the browser leaves): tools that are
+        coroutine functions run as tasks under it and are cancelled; plain functions finish
+        in their worker threads.
+        """
         self._closed = True
         if self._stream is not None:
             await self._stream.close()

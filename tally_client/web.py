@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from starlette.responses import StreamingResponse
     from starlette.types import Message, Receive, Scope, Send
 
-    from ._response import Response
+    from ._response import Response, ToolCall
     from ._routing import Decision
 
 __all__ = [
@@ -416,6 +416,42 @@ class _VercelEncoder(_Encoder):
         self._input_errors.clear()
         return self._part({"type": "finish-step"}) + self._part({"type": "start-step"})
 
+    def _announced_id(self, call: ToolCall, position: int) -> str | None:
+        """The toolCallId under which a streamed round's deltas announced `call`, or None.
+
+        By id first; by position (the k-th call of the round, the k-th announced) when no
+        delta carried its id (a provider that names calls late or not at all), unless that
+        announced call was already matched to another.
+        """
+        announced = [self._tools[i][0] for i in sorted(self._tools)]
+        if call.id in announced:
+            return call.id
+        if position < len(announced) and announced[position] not in self._sent_ids.values():
+            return announced[position]
+        return None
+
+    def _tool_input(self, call_id: str, call: ToolCall) -> str:
+        """The call's input part: `tool-input-available` with the parsed arguments, or
+        `tool-input-error` when they are not JSON (noted, so its result adds no second error
+        part). The error text names the tool only: the arguments stay in `input`."""
+        try:
+            args = call.parsed_arguments()
+        except ValueError:
+            self._input_errors.add(call_id)
+            return self._part(
+                {
+                    "type": "tool-input-error",
+                    "toolCallId": call_id,
+                    "toolName": call.name,
+                    "input": call.arguments,
+                    "errorText": f"The model's arguments for {call.name} are not valid JSON.",
+                }
+            )
+        part: dict[str, Any] = {"type": "tool-input-available", "toolCallId": call_id}
+        part["toolName"] = call.name
+        part["input"] = args
+        return self._part(part)
+
     def _close_open(self) -> str:
         out = ""
         if self._reasoning_prefix is not None:
@@ -486,40 +522,15 @@ class _VercelEncoder(_Encoder):
         out = self._next_step() if self._step_done else ""
         out += self._close_open()
         call = event.call
-        # The k-th call of a round is the k-th one its deltas announced (a streamed round).
-        announced = [self._tools[i] for i in sorted(self._tools)]
         position, self._started = self._started, self._started + 1
-        if position < len(announced):
-            call_id = announced[position][0]
-        else:
+        call_id = self._announced_id(call, position)
+        if call_id is None:
             call_id = call.id
             out += self._part(
                 {"type": "tool-input-start", "toolCallId": call_id, "toolName": call.name}
             )
         self._sent_ids[call.id] = call_id
-        try:
-            args = call.parsed_arguments()
-        except ValueError:
-            self._input_errors.add(call_id)
-            out += self._part(
-                {
-                    "type": "tool-input-error",
-                    "toolCallId": call_id,
-                    "toolName": call.name,
-                    "input": call.arguments,
-                    "errorText": f"The model's arguments for {call.name} are not valid JSON.",
-                }
-            )
-        else:
-            out += self._part(
-                {
-                    "type": "tool-input-available",
-                    "toolCallId": call_id,
-                    "toolName": call.name,
-                    "input": args,
-                }
-            )
-        return out.encode()
+        return (out + self._tool_input(call_id, call)).encode()
 
     def tool_result(self, event: ToolResult, error_text: str) -> bytes:
         self._step_done = True
@@ -560,35 +571,15 @@ class _VercelEncoder(_Encoder):
     def finish(self, response: Response, metadata: dict[str, Any]) -> bytes:
         out = self._next_step() if self._step_done and response.tool_calls else ""
         out += self._close_open()
-        by_id = {call_id: name for call_id, name in self._tools.values()}
-        announced = [self._tools[i] for i in sorted(self._tools)]
         for position, call in enumerate(response.tool_calls):
-            call_id = announced[position][0] if position < len(announced) else call.id
-            if call_id not in by_id:
+            call_id = self._announced_id(call, position)
+            if call_id is None:
+                call_id = call.id
                 out += self._part(
                     {"type": "tool-input-start", "toolCallId": call_id, "toolName": call.name}
                 )
-            try:
-                args = call.parsed_arguments()
-            except ValueError as exc:
-                out += self._part(
-                    {
-                        "type": "tool-input-error",
-                        "toolCallId": call_id,
-                        "toolName": call.name,
-                        "input": call.arguments,
-                        "errorText": f"the arguments are not valid JSON: {exc}",
-                    }
-                )
-            else:
-                out += self._part(
-                    {
-                        "type": "tool-input-available",
-                        "toolCallId": call_id,
-                        "toolName": call.name,
-                        "input": args,
-                    }
-                )
+            self._sent_ids[call.id] = call_id
+            out += self._tool_input(call_id, call)
         out += self._part({"type": "finish-step"})
         finish: dict[str, Any] = {"type": "finish", "messageMetadata": metadata}
         finish["finishReason"] = _FINISH_REASONS.get(response.finish_reason or "", "other")
@@ -707,7 +698,8 @@ class _Bridge(_Getter):
     The thread appends under a lock and wakes the loop only when the response task waits
     for an item (so a busy response takes many events per wake-up, not one callback per
     event); the task takes everything waiting at once. The thread blocks while `size` items
-    wait (backpressure into the read), until the task takes them or `close()` is called.
+    wait (backpressure into the read), until the task takes them or `close()` is called: at
+    most 2 * `size` items are held, `size` waiting and up to `size` taken and not yet sent.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int = QUEUE_SIZE) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tally_client import AsyncClient, AsyncStream, AsyncToolRun, Client, Stream, ToolRun
 from tally_client.web import RelayResult, sse_response
@@ -28,6 +30,25 @@ def relay_app(
         return sse_response(make_stream(), on_done=results.append, **options)
 
     return Starlette(routes=[Route("/relay", relay, methods=["POST", "GET"])])
+
+
+def noticing_leave(app: ASGIApp, left: threading.Event) -> ASGIApp:
+    """`app`, setting `left` when the server hands it `http.disconnect` (the browser left).
+
+    The relay's watcher cancels the body in the same step as that `receive()` returns, so once
+    `left` is set the stop is under way: no waiting on the server's pace.
+    """
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def watched() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                left.set()
+            return message
+
+        await app(scope, watched, send)
+
+    return wrapped
 
 
 def parse_sse(raw: bytes) -> list[tuple[str, str]]:
@@ -90,4 +111,12 @@ class LazyClient:
         return client.run_tools(prompt, consumer="human", **call)
 
 
-__all__ = ["LazyClient", "StreamingResponse", "parse_sse", "post", "relay_app", "vercel_parts"]
+__all__ = [
+    "LazyClient",
+    "StreamingResponse",
+    "noticing_leave",
+    "parse_sse",
+    "post",
+    "relay_app",
+    "vercel_parts",
+]

@@ -395,16 +395,30 @@ def test_sync_bridge_holds_the_producer_back_and_close_releases_it() -> None:
 
         thread = threading.Thread(target=produce, args=(100,), daemon=True)
         thread.start()
-        await asyncio.sleep(0.2)
+
+        async def until_handed(count: int) -> None:
+            for _ in range(500):  # up to about 5 s
+                if len(handed) >= count:
+                    return
+                await asyncio.sleep(0.01)
+
+        await until_handed(4)
+        await asyncio.sleep(0.1)  # time to hand a fifth over, were there room
         assert len(handed) == 4 and thread.is_alive()  # full: the thread waits for room
-        got = [(await bridge.get()).text for _ in range(100)]  # type: ignore[union-attr]
+        got = [(await bridge.get()).text]  # type: ignore[union-attr]
+        # the task took the 4 as a batch: 4 more may wait, no more (2 * size held at most)
+        await until_handed(8)
+        await asyncio.sleep(0.1)
+        assert len(handed) == 8 and thread.is_alive()
+        got += [(await bridge.get()).text for _ in range(99)]  # type: ignore[union-attr]
         assert got == [str(i) for i in range(100)]
         thread.join(5)
         assert not thread.is_alive()
         blocked = threading.Thread(target=produce, args=(10,), daemon=True)
         blocked.start()
+        await until_handed(104)
         await asyncio.sleep(0.1)
-        assert blocked.is_alive()
+        assert len(handed) == 104 and blocked.is_alive()
         bridge.close()  # the response ended: the producer is let go, its items dropped
         await asyncio.to_thread(blocked.join, 5)
         assert not blocked.is_alive()

@@ -16,11 +16,11 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from tally_client import RetryPolicy, tool_from_function
+from tally_client import AsyncToolRun, RetryPolicy, ToolRun, tool_from_function
 from tally_client.testing import ReplayServer, Reply, Scenario
 from tally_client.web import RelayResult, describe_tool_error
 
-from .relay_app import LazyClient, parse_sse, post, relay_app, vercel_parts
+from .relay_app import LazyClient, noticing_leave, parse_sse, post, relay_app, vercel_parts
 from .servers import serve
 
 RECORDINGS = Path(__file__).parent.parent / "recordings" / "openai_chat"
@@ -236,6 +236,7 @@ def test_leaving_mid_synthesis_closes_the_round_and_cancels_the_run(sync: bool) 
 @pytest.mark.parametrize("sync", [False, True], ids=IDS)
 def test_leaving_while_a_tool_runs_starts_no_further_round(sync: bool) -> None:
     started, release = threading.Event(), threading.Event()
+    left, closed = threading.Event(), threading.Event()
 
     def slow(city: str, unit: str = "celsius") -> str:
         """Weather, slowly."""
@@ -246,11 +247,31 @@ def test_leaving_while_a_tool_runs_starts_no_further_round(sync: bool) -> None:
     slow_weather = tool_from_function(slow, name="get_weather")
 
     with ReplayServer() as server:
-        app, results, url = tool_app(server, reply("tool_call.json"), reply("text.sse"),
-                                     sync=sync, tools=[slow_weather])  # fmt: skip
+        url = server.add(Scenario(reply("tool_call.json"), reply("text.sse")))
+        lazy = LazyClient(url, retry=RetryPolicy(1))
+        results: list[RelayResult] = []
+
+        def make() -> AsyncToolRun | ToolRun:
+            if not sync:
+                return lazy.tool_run(tools=[slow_weather])
+            run = lazy.sync_tool_run(tools=[slow_weather])
+            close = run.close
+
+            def noted_close() -> None:
+                close()
+                closed.set()
+
+            run.close = noted_close  # type: ignore[method-assign]
+            return run
+
+        app = noticing_leave(relay_app(make, results), left)
         with serve(app) as base:
             seen = leave_after(base, b"tool-input-available", then=started)
-            time.sleep(0.5)  # the server notices the browser left while the tool runs
+            assert left.wait(5)  # the relay saw the browser leave: its body is cancelled
+            # A sync run's thread sits in the tool, out of reach of the cancellation: the
+            # relay's close marks the run closed. (An async run closes after the tool
+            # returns, so only the cancellation is waited for.)
+            assert not sync or closed.wait(5)
             release.set()
             result = wait_for_result(results)
         assert len(server.requests(url)) == 1  # the synthesis never went out
@@ -289,10 +310,17 @@ def test_the_guide_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
         try:
             exec(compile(snippet, "docs/web.md", "exec"), module.__dict__)
             with serve(module.app) as base, httpx.Client(timeout=30) as http:
-                body = {"messages": [{"role": "user", "content": "Weather in Paris?"}]}
+                ask = {
+                    "id": "m1",
+                    "role": "user",
+                    "parts": [{"type": "text", "text": "Weather in Paris?"}],
+                }
+                body = {"id": "chat1", "messages": [ask], "trigger": "submit-message"}
                 response = http.post(base + "/api/chat", json=body)
         finally:
             del sys.modules[module.__name__]
+        sent = server.requests(url)[0].json()["messages"]
+    assert sent[-1] == {"role": "user", "content": "Weather in Paris?"}  # useChat's parts, joined
     parts = vercel_parts(response.content)
     (output,) = [p for p in parts if p["type"] == "tool-output-available"]
     assert output["output"] == {"city": "Paris", "temperature": 21, "unit": "celsius"}
@@ -346,12 +374,64 @@ def test_max_rounds_ends_with_the_calls_that_did_not_run(protocol: str) -> None:
 
 
 def test_smoothing_a_tool_run() -> None:
-    paced = reply("text.sse", chunk_delay=0.02)
+    paced = reply("text.sse", chunk_delay=0.02)  # 10 deltas over at least 0.18 s
     with ReplayServer() as server:
-        app, _, _ = tool_app(server, reply("tool_call.json"), paced, smooth=0.1)
+        app, results, _ = tool_app(server, reply("tool_call.json"), paced, smooth=0.1)
         with serve(app) as base:
             parts = vercel_parts(post(base).content)
+        seconds = wait_for_result(results).seconds
     types = [p["type"] for p in parts]
     assert types.count("tool-output-available") == 1
     deltas = [p["delta"] for p in parts if p["type"] == "text-delta"]
-    assert "".join(deltas) == TEXT and 2 <= len(deltas) <= 5
+    assert "".join(deltas) == TEXT
+    # The first delta goes out at once, the others joined. Frames are at least 0.1 s apart
+    # except the flush at the end, so however the machine paced the relay, it sent at most
+    # 2 + (its measured duration) / 0.1 of them (fewer than the 10 upstream on a quiet one).
+    assert 2 <= len(deltas) <= 2 + seconds / 0.1
+
+
+@pytest.mark.parametrize("max_rounds", [None, 1], ids=["the tool loop", "the final round"])
+def test_arguments_that_are_not_json_give_one_input_error(max_rounds: int | None) -> None:
+    good = reply("tool_call.json")
+    broken = good.replace(body=good.body.replace(b'\\"celsius\\"}', b'\\"cel'))
+    assert broken.body != good.body
+    call = {"max_rounds": max_rounds} if max_rounds else None
+    with ReplayServer() as server:
+        app, _, _ = tool_app(server, broken, reply("text.sse"), call=call)
+        with serve(app) as base:
+            parts = vercel_parts(post(base).content)
+    errors = [p for p in parts if p["type"].startswith("tool-") and "error" in p["type"]]
+    assert errors == [
+        {"type": "tool-input-error", "toolCallId": CALL_ID, "toolName": "get_weather",
+         "input": '{"city":"Paris","unit":"cel',
+         "errorText": "The model's arguments for get_weather are not valid JSON."},
+    ]  # fmt: skip
+    assert not any(p["type"] == "tool-input-available" for p in parts)
+
+
+def test_started_calls_find_their_streamed_parts_by_id_then_by_position() -> None:
+    from tally_client import ToolCall, ToolCallDelta, ToolCallStarted
+    from tally_client.web import _VercelEncoder
+
+    def ids(frames: bytes) -> list[tuple[str, str]]:
+        return [(p["type"], p["toolCallId"]) for p in vercel_parts(frames)]
+
+    encoder = _VercelEncoder("data")
+    encoder.start("m1", {})
+    announced = encoder.tool(ToolCallDelta(0, "call_b", "lookup", "{}"))
+    announced += encoder.tool(ToolCallDelta(1, "call_a", "get_weather", "{}"))
+    announced += encoder.tool(ToolCallDelta(2, None, "get_weather", "{}"))  # no id streamed
+    assert ids(announced) == [
+        ("tool-input-start", "call_b"), ("tool-input-delta", "call_b"),
+        ("tool-input-start", "call_a"), ("tool-input-delta", "call_a"),
+        ("tool-input-start", "call_2"), ("tool-input-delta", "call_2"),
+    ]  # fmt: skip
+    # the run starts them in another order than the deltas came: each keeps its part
+    started = [ToolCall("call_a", "get_weather", "{}"), ToolCall("call_b", "lookup", "{}"),
+               ToolCall("call_c", "get_weather", "{}")]  # fmt: skip
+    frames = [encoder.tool_start(ToolCallStarted(call, 1)) for call in started]
+    assert [ids(f) for f in frames] == [
+        [("tool-input-available", "call_a")],
+        [("tool-input-available", "call_b")],
+        [("tool-input-available", "call_2")],  # no id to match: the third announced
+    ]
