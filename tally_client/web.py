@@ -518,19 +518,24 @@ class _VercelEncoder(_Encoder):
             )
         return out.encode()
 
-    def tool_start(self, event: ToolCallStarted) -> bytes:
-        out = self._next_step() if self._step_done else ""
-        out += self._close_open()
-        call = event.call
-        position, self._started = self._started, self._started + 1
+    def _tool_call(self, call: ToolCall, position: int) -> str:
+        """A whole tool call's parts: `tool-input-start` unless its streamed part already
+        announced it, then its input part."""
+        out = ""
         call_id = self._announced_id(call, position)
         if call_id is None:
             call_id = call.id
-            out += self._part(
+            out = self._part(
                 {"type": "tool-input-start", "toolCallId": call_id, "toolName": call.name}
             )
         self._sent_ids[call.id] = call_id
-        return (out + self._tool_input(call_id, call)).encode()
+        return out + self._tool_input(call_id, call)
+
+    def tool_start(self, event: ToolCallStarted) -> bytes:
+        out = self._next_step() if self._step_done else ""
+        out += self._close_open()
+        position, self._started = self._started, self._started + 1
+        return (out + self._tool_call(event.call, position)).encode()
 
     def tool_result(self, event: ToolResult, error_text: str) -> bytes:
         self._step_done = True
@@ -572,14 +577,7 @@ class _VercelEncoder(_Encoder):
         out = self._next_step() if self._step_done and response.tool_calls else ""
         out += self._close_open()
         for position, call in enumerate(response.tool_calls):
-            call_id = self._announced_id(call, position)
-            if call_id is None:
-                call_id = call.id
-                out += self._part(
-                    {"type": "tool-input-start", "toolCallId": call_id, "toolName": call.name}
-                )
-            self._sent_ids[call.id] = call_id
-            out += self._tool_input(call_id, call)
+            out += self._tool_call(call, position)
         out += self._part({"type": "finish-step"})
         finish: dict[str, Any] = {"type": "finish", "messageMetadata": metadata}
         finish["finishReason"] = _FINISH_REASONS.get(response.finish_reason or "", "other")
