@@ -37,6 +37,8 @@ import httpx
 from tally_client import AsyncClient, AsyncStream, Client, RetryPolicy, Stream, TextDelta
 from tally_client.testing import ReplayServer, Reply, Scenario
 
+from .streaming import ours_sync
+
 TARGET = 1.5
 RECORDING = Path(__file__).parent.parent / "tests" / "recordings" / "openai_chat" / "text.sse"
 
@@ -118,16 +120,6 @@ def per_chunk(chunks: int, rounds: int) -> tuple[float, float]:
     return asyncio.run(main())
 
 
-def bare_sync(client: Client) -> int:
-    n = 0
-    with client.stream("benchmark") as stream:
-        for event in stream:
-            if type(event) is TextDelta:
-                n += 1
-    assert stream.final().state == "complete"
-    return n
-
-
 def per_chunk_sync(chunks: int, rounds: int) -> tuple[float, float]:
     """Per-chunk seconds: a sync Stream iterated bare, and relayed (its thread, the bridge)."""
     with ReplayServer() as server:
@@ -135,11 +127,11 @@ def per_chunk_sync(chunks: int, rounds: int) -> tuple[float, float]:
         base: list[float] = []
         ours: list[float] = []
         with Client(base_url=url + "/v1", retry=RetryPolicy(1)) as client:
-            bare_sync(client)
+            ours_sync(client)
             asyncio.run(relayed(client))
             for _ in range(rounds):
                 t = time.perf_counter()
-                assert bare_sync(client) == chunks
+                assert ours_sync(client) == chunks
                 base.append((time.perf_counter() - t) / chunks)
                 t = time.perf_counter()
                 assert asyncio.run(relayed(client)) == chunks
