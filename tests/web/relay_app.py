@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import threading
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -120,3 +125,25 @@ __all__ = [
     "relay_app",
     "vercel_parts",
 ]
+
+
+@contextlib.contextmanager
+def guide_snippet(
+    after: str, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[types.ModuleType]:
+    """The first Python block of docs/web.md after the text `after` ("" for the first block),
+    run as a module whose default client reaches `base_url` (keys of real providers unset)."""
+    guide = (Path(__file__).parents[2] / "docs" / "web.md").read_text()
+    section = guide.split(after, 1)[1] if after else guide
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("TALLY_LOCAL_BASE_URL", base_url)
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    name = "".join(c if c.isalnum() else "_" for c in after.lower()).strip("_")
+    module = types.ModuleType(f"web_guide_snippet_{name}")
+    sys.modules[module.__name__] = module  # pydantic resolves the annotations through it
+    try:
+        exec(compile(snippet, "docs/web.md", "exec"), module.__dict__)
+        yield module
+    finally:
+        del sys.modules[module.__name__]

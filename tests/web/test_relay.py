@@ -15,7 +15,7 @@ from tally_client import ConfigurationError, RetryPolicy
 from tally_client.testing import ReplayServer, Reply, Scenario
 from tally_client.web import RelayResult, describe_error, sse_response
 
-from .relay_app import LazyClient, parse_sse, post, relay_app, vercel_parts
+from .relay_app import LazyClient, guide_snippet, parse_sse, post, relay_app, vercel_parts
 from .servers import serve
 
 RECORDINGS = Path(__file__).parent.parent / "recordings"
@@ -345,23 +345,15 @@ def test_import_stays_cheap() -> None:
 
 
 def test_the_guide_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    guide = (Path(__file__).parents[2] / "docs" / "web.md").read_text()
-    snippet = guide.split("```python\n", 1)[1].split("```", 1)[0]
     with ReplayServer() as server:
-        monkeypatch.setenv("TALLY_LOCAL_BASE_URL", server.add(Scenario(text_reply())) + "/v1")
-        for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
-            monkeypatch.delenv(key, raising=False)
-        import types
-
-        module = types.ModuleType("web_guide_snippet")
-        sys.modules[module.__name__] = module  # pydantic resolves the annotations through it
-        try:
-            exec(compile(snippet, "docs/web.md", "exec"), module.__dict__)
-            with serve(module.app) as base, httpx.Client(timeout=30) as http:
-                body = {"messages": [{"role": "user", "content": "hi"}]}
-                response = http.post(base + "/api/chat", json=body)
-        finally:
-            del sys.modules[module.__name__]
+        url = server.add(Scenario(text_reply())) + "/v1"
+        with (
+            guide_snippet("", url, monkeypatch) as module,
+            serve(module.app) as base,
+            httpx.Client(timeout=30) as http,
+        ):
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            response = http.post(base + "/api/chat", json=body)
     events = parse_sse(response.content)
     assert "".join(json.loads(d)["text"] for n, d in events if n == "text") == TEXT
     assert events[-1][0] == "done"

@@ -20,7 +20,15 @@ from tally_client import AsyncToolRun, RetryPolicy, ToolRun, tool_from_function
 from tally_client.testing import ReplayServer, Reply, Scenario
 from tally_client.web import RelayResult, describe_tool_error
 
-from .relay_app import LazyClient, noticing_leave, parse_sse, post, relay_app, vercel_parts
+from .relay_app import (
+    LazyClient,
+    guide_snippet,
+    noticing_leave,
+    parse_sse,
+    post,
+    relay_app,
+    vercel_parts,
+)
 from .servers import serve
 
 RECORDINGS = Path(__file__).parent.parent / "recordings" / "openai_chat"
@@ -294,31 +302,20 @@ def test_describe_tool_error() -> None:
 
 
 def test_the_guide_snippet_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-    import types
-
-    guide = (Path(__file__).parents[2] / "docs" / "web.md").read_text()
-    section = guide.split("## Tool runs", 1)[1]
-    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
     with ReplayServer() as server:
         url = server.add(Scenario(reply("tool_call.json"), reply("text.sse")))
-        monkeypatch.setenv("TALLY_LOCAL_BASE_URL", url + "/v1")
-        for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
-            monkeypatch.delenv(key, raising=False)
-        module = types.ModuleType("web_tools_snippet")
-        sys.modules[module.__name__] = module  # pydantic resolves the annotations through it
-        try:
-            exec(compile(snippet, "docs/web.md", "exec"), module.__dict__)
-            with serve(module.app) as base, httpx.Client(timeout=30) as http:
-                ask = {
-                    "id": "m1",
-                    "role": "user",
-                    "parts": [{"type": "text", "text": "Weather in Paris?"}],
-                }
-                body = {"id": "chat1", "messages": [ask], "trigger": "submit-message"}
-                response = http.post(base + "/api/chat", json=body)
-        finally:
-            del sys.modules[module.__name__]
+        with (
+            guide_snippet("## Tool runs", url + "/v1", monkeypatch) as module,
+            serve(module.app) as base,
+            httpx.Client(timeout=30) as http,
+        ):
+            ask = {
+                "id": "m1",
+                "role": "user",
+                "parts": [{"type": "text", "text": "Weather in Paris?"}],
+            }
+            body = {"id": "chat1", "messages": [ask], "trigger": "submit-message"}
+            response = http.post(base + "/api/chat", json=body)
         sent = server.requests(url)[0].json()["messages"]
     assert sent[-1] == {"role": "user", "content": "Weather in Paris?"}  # useChat's parts, joined
     parts = vercel_parts(response.content)
